@@ -1,0 +1,208 @@
+"""The ``ttfs`` command: ``ttfs train`` and ``ttfs evaluate``.
+
+Errors the user can fix (unknown names, bad values, missing data, damaged checkpoints) end the
+command with one line on stderr and exit status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from . import __version__
+from .checkpoint import load_checkpoint, save_checkpoint
+from .data import DATASETS, SPLITS, load_dataset
+from .errors import ConfigError, TTFSError
+from .functional import GRAD_MODES, SPIKE_PROXY_MODES
+from .metrics import evaluate
+from .models import MODELS, get_model
+from .training import (
+    PRESETS,
+    TrainConfig,
+    batches,
+    fit,
+    get_preset,
+    seed_everything,
+    td_for_x_max,
+)
+
+DEFAULT_MODEL = {"digits": "mlp"}  # every other dataset: "cnn"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ttfs", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"ttfs-plugin {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    train = sub.add_parser("train", help="train a TTFS network through the surrogate model")
+    train.add_argument("--dataset", default="digits", help=f"one of {sorted(DATASETS)}")
+    train.add_argument("--data-dir", help="folder holding the dataset's files")
+    train.add_argument("--model", help=f"one of {sorted(MODELS)} (default: mlp for digits, "
+                       "cnn otherwise)")
+    train.add_argument("--preset", default="sm+sr+tr+tb", help=f"one of {list(PRESETS)}")
+    train.add_argument("--out", required=True, help="run folder for checkpoint.pt, metrics.json")
+    train.add_argument("--overwrite", action="store_true",
+                       help="replace a checkpoint already in --out")
+    train.add_argument("--activation", choices=["ttfs", "relu"], default="ttfs",
+                       help="relu trains the plain DNN of the same architecture (baseline)")
+    g = train.add_argument_group("training (unset flags take the preset's value)")
+    g.add_argument("--epochs", type=int, default=20)
+    g.add_argument("--batch-size", type=int, default=128)
+    g.add_argument("--lr", type=float, default=1e-3)
+    g.add_argument("--lr-schedule", choices=["cosine", "none"], default="cosine")
+    g.add_argument("--lambda-w", type=float, default=1e-4, help="L2 weight (paper: 1e-4)")
+    g.add_argument("--lambda-tr", type=float, help="kernel regularisation weight")
+    g.add_argument("--lambda-tb", type=float, help="TB spike-proxy weight")
+    g.add_argument("--tb-mode", choices=SPIKE_PROXY_MODES, default="exact")
+    g.add_argument("--sr-target", type=int, help="SR target epoch (0 = off; default: epochs/4)")
+    g.add_argument("--reg-start", type=int, help="epoch TR and TB start (default: SR target)")
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 …")
+    k = train.add_argument_group("kernel and model")
+    k.add_argument("--T", type=int, default=32, help="time window per layer")
+    k.add_argument("--tau0", type=float, default=10.0)
+    k.add_argument("--td0", type=float, help="initial delay (default: from --x-max0)")
+    k.add_argument("--x-max0", type=float, help="initial x_max = exp(td0/tau0) (preset)")
+    k.add_argument("--theta0", type=float, default=1.0)
+    k.add_argument("--grad-mode", choices=GRAD_MODES, default="ste")
+    k.add_argument("--width", type=float, help="vgg16 width multiplier")
+    k.add_argument("--pool", choices=["max", "avg"], help="pooling of cnn and vgg16")
+    train.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    ev = sub.add_parser("evaluate", help="accuracy and efficiency figures of a checkpoint")
+    ev.add_argument("checkpoint")
+    ev.add_argument("--dataset", help="default: the one it was trained on")
+    ev.add_argument("--data-dir", help="default: the one it was trained with")
+    ev.add_argument("--split", choices=SPLITS, default="val")
+    ev.add_argument("--batch-size", type=int, default=512)
+    ev.add_argument("--energy-ref", default="cifar10",
+                    help="cifar10, cifar100 or 'SPIKES,STEPS' (energy normalisation)")
+    ev.add_argument("--json", action="store_true", help="print one JSON object")
+    return parser
+
+
+def _train(args: argparse.Namespace) -> int:
+    out = Path(args.out)
+    if (out / "checkpoint.pt").exists() and not args.overwrite:
+        raise ConfigError(f"{out} already holds checkpoint.pt; pass --overwrite or another --out")
+    preset = get_preset(args.preset)
+    data = load_dataset(args.dataset, args.data_dir)
+    model_name = args.model or DEFAULT_MODEL.get(args.dataset, "cnn")
+    x_max0 = args.x_max0 if args.x_max0 is not None else preset["x_max0"]
+    td0 = args.td0 if args.td0 is not None else td_for_x_max(x_max0, args.tau0)
+    model_kw = {k: v for k, v in (("width", args.width), ("pool", args.pool)) if v is not None}
+    seed_everything(args.seed)  # weight initialisation is part of a reproducible run
+    network = get_model(model_name, num_classes=data.num_classes, in_shape=data.in_shape,
+                        activation=args.activation, T=args.T, tau0=args.tau0, td0=td0,
+                        theta0=args.theta0, grad_mode=args.grad_mode, **model_kw)
+    spiking = args.activation == "ttfs"
+    cfg = TrainConfig(
+        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, lr_schedule=args.lr_schedule,
+        lambda_w=args.lambda_w,
+        lambda_tr=_pick(args.lambda_tr, preset["lambda_tr"]) if spiking else 0.0,
+        lambda_tb=_pick(args.lambda_tb, preset["lambda_tb"]) if spiking else 0.0,
+        tb_mode=args.tb_mode,
+        sr_target=_pick(args.sr_target, preset["sr_target"]) if spiking else 0,
+        reg_start=args.reg_start, seed=args.seed)
+    device = _device(args.device)
+    out.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    history = fit(network, data.train, data.val, cfg, device, progress=not args.quiet)
+    wall = time.perf_counter() - start
+    network.cpu()
+    meta = {"training": cfg.to_dict(), "preset": args.preset,
+            "dataset": {"name": args.dataset, "data_dir": _abs(args.data_dir)},
+            "history": history}
+    save_checkpoint(out / "checkpoint.pt", network, **meta)
+    result = evaluate(network, batches(data.val, 512))
+    metrics = {"final": result, "wall_seconds": wall, "model": model_name, **meta}
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    print(format_report(result, title=f"{model_name} on {args.dataset} (validation split, "
+                        f"{'TTFS' if spiking else 'ReLU'} evaluation)"))
+    print(f"trained in {wall:.1f}s; wrote {out / 'checkpoint.pt'} and {out / 'metrics.json'}")
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    network, ckpt = load_checkpoint(args.checkpoint)
+    trained_on = ckpt.get("dataset", {})
+    name = args.dataset or trained_on.get("name")
+    if name is None:
+        raise ConfigError("the checkpoint does not record its dataset; pass --dataset")
+    data_dir = args.data_dir if args.dataset or args.data_dir else trained_on.get("data_dir")
+    data = load_dataset(name, data_dir)
+    if tuple(data.in_shape) != tuple(network.config.in_shape):
+        raise ConfigError(f"dataset {name!r} has inputs {data.in_shape}, the checkpoint's model "
+                          f"expects {tuple(network.config.in_shape)}")
+    result = evaluate(network, batches(data.split(args.split), args.batch_size),
+                      reference=args.energy_ref)
+    result.update(dataset=name, split=args.split)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(format_report(result, title=f"{args.checkpoint} on {name} ({args.split})"))
+    return 0
+
+
+def format_report(result: dict, title: str = "") -> str:
+    """A human-readable table of accuracy and efficiency figures."""
+    lines = [title] if title else []
+    lines.append(f"accuracy            {100 * result['accuracy']:.2f} %  "
+                 f"({result['samples']} samples)")
+    if "per_layer" not in result:
+        return "\n".join(lines)
+    lines += [
+        f"spikes per sample   {result['spikes_per_sample']:.1f}",
+        f"neurons             {result['neurons']}",
+        f"sparsity            {result['sparsity']:.4f} spikes/neuron",
+        f"spike rate          {100 * result['spike_rate']:.4f} %",
+        f"time steps          {result['time_steps']}",
+        f"energy (TrueNorth)  {result['energy']['truenorth']:.4f}  "
+        f"(SpiNNaker {result['energy']['spinnaker']:.4f}; relative to "
+        f"{result['energy']['reference']['name']})",
+        f"{'layer':<12}{'neurons':>10}{'spikes':>12}{'spikes/neuron':>15}",
+    ]
+    for layer in result["per_layer"]:
+        lines.append(f"{layer['name']:<12}{layer['neurons']:>10}"
+                     f"{layer['spikes_per_sample']:>12.1f}{layer['sparsity']:>15.4f}")
+    return "\n".join(lines)
+
+
+def _pick(flag, preset_value):
+    return preset_value if flag is None else flag
+
+
+def _abs(path: str | None) -> str | None:
+    return None if path is None else os.path.abspath(path)
+
+
+def _device(name: str) -> torch.device:
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"unknown device {name!r}; use cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("--device cuda asked for, but no CUDA GPU is available; use --device cpu")
+    return device
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return _train(args) if args.command == "train" else _evaluate(args)
+    except TTFSError as exc:
+        print(f"ttfs {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"ttfs {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,106 @@
+"""The temporal kernel, its threshold table, and TTFS encoding / decoding (SPEC §2–3).
+
+Everything here is a pure function of tensors. The surrogate model and every simulator call
+:func:`threshold_table` and :func:`kernel_table`, so a spike time computed here is exactly the
+spike time a time-stepped simulation produces by comparing ``u >= thr[k]`` step by step.
+
+Notation: ``tau`` time constant, ``td`` time delay, ``T`` window length, ``theta0`` initial
+threshold, ``k`` integer local time in ``0 … T-1``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Union
+
+import torch
+from torch import Tensor
+
+from .errors import ConfigError
+
+Scalar = Union[float, Tensor]
+
+#: Smallest time constant the modules let a trainable ``tau`` reach (see ``TemporalKernel``).
+TAU_MIN = 1e-2
+
+
+def check_window(T: int) -> int:
+    """Return ``T`` if it is a valid window length (an int >= 2), else raise ``ConfigError``."""
+    if isinstance(T, bool) or not isinstance(T, int) or T < 2:
+        raise ConfigError(f"time window T must be an integer >= 2, got {T!r}; the paper uses T=32")
+    return T
+
+
+def check_kernel_values(tau: float, td: float, theta0: float = 1.0) -> None:
+    """Raise ``ConfigError`` unless ``tau > 0``, ``theta0 > 0`` and both are finite numbers."""
+    for name, value in (("tau", tau), ("td", td), ("theta0", theta0)):
+        if not math.isfinite(float(value)):
+            raise ConfigError(f"{name} must be a finite number, got {value!r}")
+    if float(tau) <= 0:
+        raise ConfigError(f"tau must be > 0, got {tau!r}; the paper initialises tau=10")
+    if float(theta0) <= 0:
+        raise ConfigError(f"theta0 must be > 0, got {theta0!r}; the paper uses theta0=1.0")
+
+
+def _as_tensor(value: Scalar, like: Tensor | None = None) -> Tensor:
+    if isinstance(value, Tensor):
+        return value
+    dtype = like.dtype if like is not None else torch.get_default_dtype()
+    device = like.device if like is not None else None
+    return torch.tensor(float(value), dtype=dtype, device=device)
+
+
+def kernel_table(tau: Scalar, td: Scalar, T: int) -> Tensor:
+    """``kappa(k) = exp(-(k - td) / tau)`` for ``k = 0 … T-1`` (differentiable in tau, td)."""
+    check_window(T)
+    tau_t = _as_tensor(tau, td if isinstance(td, Tensor) else None)
+    td_t = _as_tensor(td, tau_t)
+    k = torch.arange(T, dtype=tau_t.dtype, device=tau_t.device)
+    return torch.exp(-(k - td_t) / tau_t)
+
+
+def threshold_table(tau: Scalar, td: Scalar, T: int, theta0: float = 1.0) -> Tensor:
+    """``thr[k] = theta0 * kappa(k)``: the decaying firing threshold, decreasing in ``k``.
+
+    Entries that would underflow to 0 (tiny ``tau``) are held at the dtype's smallest normal
+    number, so ``u <= 0`` never fires; ``encode`` stays exact on such a non-increasing table.
+    """
+    table = theta0 * kernel_table(tau, td, T)
+    return table.clamp_min(torch.finfo(table.dtype).tiny)
+
+
+def x_max(tau: Scalar, td: Scalar) -> Tensor:
+    """Largest value a spike can carry: ``kappa(0) = exp(td / tau)``."""
+    tau_t = _as_tensor(tau)
+    return torch.exp(_as_tensor(td, tau_t) / tau_t)
+
+
+def x_min(tau: Scalar, td: Scalar, T: int) -> Tensor:
+    """Smallest value a spike can carry: ``kappa(T-1)``."""
+    tau_t = _as_tensor(tau)
+    return torch.exp(-((T - 1) - _as_tensor(td, tau_t)) / tau_t)
+
+
+def encode(u: Tensor, thresholds: Tensor) -> Tensor:
+    """Spike time ``t = #{k : u < thr[k]}`` (int64; ``T`` means no spike).
+
+    Equals the first ``k`` with ``u >= thr[k]`` of a step-by-step simulation, bit for bit:
+    ``bucketize`` on the ascending (flipped) table counts ``thr[k] <= u`` with the same float
+    comparison the simulator makes, and needs no ``T``-fold temporary.
+    """
+    ascending = thresholds.detach().to(u.dtype).flip(0).contiguous()
+    T = ascending.numel()
+    t = T - torch.bucketize(u.detach(), ascending, right=True)
+    # NaN compares false with every threshold: never fires (bucketize would say t = 0).
+    return t.masked_fill_(torch.isnan(u.detach()), T)
+
+
+def decode(t: Tensor, kernel: Tensor) -> Tensor:
+    """Value a spike at time ``t`` carries: ``kappa(t)``, and ``0`` for ``t == T`` (no spike)."""
+    padded = torch.cat([kernel, kernel.new_zeros(1)])
+    return padded[t]
+
+
+def spike_regions(t: Tensor, T: int) -> dict[str, Tensor]:
+    """Boolean masks of the three regions: clipped (t=0), quantized (1…T-1), pruned (t=T)."""
+    return {"clipped": t == 0, "quantized": (t > 0) & (t < T), "pruned": t >= T}

@@ -1,0 +1,196 @@
+"""Surrogate-model layers as ordinary ``nn.Module`` s.
+
+* :class:`TemporalKernel` — a layer's trainable ``(tau, td)`` as real ``nn.Parameter`` s, with its
+  kernel and threshold tables;
+* :class:`TTFSActivation` — the TTFS neuron of the surrogate DNN, with stochastic relaxation;
+* :class:`InputEncoder` — layer 0: encodes input intensities as first-spike times;
+* :class:`TBBatchNorm1d` / :class:`TBBatchNorm2d` — batch norm that can report its expected spikes
+  (the temporal-kernel-aware batch normalisation of SPEC §7).
+
+A module that exposes ``firing_floor()`` (``theta0 * x_min``, detached) is a TTFS neuron for the
+TB loss; a module that exposes ``count_spikes(z)`` is counted by :mod:`ttfs_plugin.metrics`. No
+global registry and no ``isinstance`` list: adapters for other frameworks follow the same protocol.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+from . import functional as F
+from .errors import ConfigError, InputShapeError
+from .kernel import (
+    TAU_MIN,
+    check_kernel_values,
+    check_window,
+    encode,
+    kernel_table,
+    threshold_table,
+)
+
+
+class TemporalKernel(nn.Module):
+    """``kappa(t) = exp(-(t - td)/tau)`` with trainable ``tau``, ``td`` (SPEC §2).
+
+    ``tau`` stays positive by clamping: the tables use ``max(tau, TAU_MIN)``. The raw parameter is
+    left untouched so the kernel regulariser, which acts on it directly, can pull it back.
+    ``tau0`` and ``td0`` (the initial values, the centre of ``L_TR``) are saved as buffers.
+    """
+
+    def __init__(self, T: int = 32, tau: float = 10.0, td: float = 0.0, theta0: float = 1.0,
+                 trainable: bool = True) -> None:
+        super().__init__()
+        self.T = check_window(T)
+        check_kernel_values(tau, td, theta0)
+        self.theta0 = float(theta0)
+        self.tau = nn.Parameter(torch.tensor(float(tau)), requires_grad=trainable)
+        self.td = nn.Parameter(torch.tensor(float(td)), requires_grad=trainable)
+        self.register_buffer("tau0", torch.tensor(float(tau)))
+        self.register_buffer("td0", torch.tensor(float(td)))
+
+    def effective_tau(self) -> Tensor:
+        """``tau`` clamped to ``TAU_MIN`` so the kernel stays defined."""
+        return self.tau.clamp_min(TAU_MIN)
+
+    def kernel(self) -> Tensor:
+        """``kappa(k)`` for ``k = 0 … T-1``."""
+        return kernel_table(self.effective_tau(), self.td, self.T)
+
+    def thresholds(self) -> Tensor:
+        """``thr[k] = theta0 * kappa(k)``, the table every simulator shares."""
+        return threshold_table(self.effective_tau(), self.td, self.T, self.theta0)
+
+    def firing_floor(self) -> Tensor:
+        """``theta0 * x_min``: the lowest membrane potential that still spikes (detached)."""
+        return self.thresholds()[-1].detach()
+
+    def regularisation(self) -> Tensor:
+        """This layer's ``L_TR`` term: ``(tau - tau0)^2 + (td - td0)^2``."""
+        return F.kernel_regularisation(self.tau, self.td, self.tau0, self.td0)
+
+    def extra_repr(self) -> str:
+        return (f"T={self.T}, tau={self.tau.item():.4g}, td={self.td.item():.4g}, "
+                f"theta0={self.theta0:g}")
+
+
+class TTFSActivation(nn.Module):
+    """The TTFS neuron of the surrogate DNN: ``x = decode(encode(z))`` (SPEC §3–5).
+
+    In training, with probability ``relax_probability`` (set each epoch by the trainer, see
+    :func:`ttfs_plugin.functional.relaxation_probability`) the whole layer takes the relaxed path
+    ``relu(z)/theta0`` for this forward pass. Never relaxed in eval mode.
+    """
+
+    relaxable = True
+
+    def __init__(self, T: int = 32, tau: float = 10.0, td: float = 0.0, theta0: float = 1.0,
+                 grad_mode: str = "ste") -> None:
+        super().__init__()
+        self.kernel = TemporalKernel(T, tau, td, theta0)
+        self.grad_mode = F.check_grad_mode(grad_mode)
+        self.relax_probability = 0.0
+
+    @property
+    def T(self) -> int:
+        return self.kernel.T
+
+    @property
+    def theta0(self) -> float:
+        return self.kernel.theta0
+
+    def forward(self, z: Tensor) -> Tensor:
+        if (self.training and self.relaxable and self.relax_probability > 0
+                and torch.rand(()).item() < self.relax_probability):
+            return F.relaxed_activation(z, self.theta0)
+        return F.ttfs_activation(z, self.kernel.effective_tau(), self.kernel.td, self.T,
+                                 self.theta0, self.grad_mode)
+
+    def spike_times(self, z: Tensor) -> Tensor:
+        """Integer spike time of every neuron for pre-activation ``z`` (``T`` = no spike)."""
+        return encode(z, self.kernel.thresholds())
+
+    def count_spikes(self, z: Tensor) -> Tensor:
+        """Spikes per sample (shape ``(N,)``) this layer emits for pre-activation ``z``."""
+        fired = z.detach() >= self.firing_floor().to(z.dtype)
+        return fired.flatten(1).sum(1)
+
+    def firing_floor(self) -> Tensor:
+        return self.kernel.firing_floor()
+
+    def extra_repr(self) -> str:
+        return f"grad_mode={self.grad_mode!r}"
+
+
+class InputEncoder(TTFSActivation):
+    """Layer 0: input intensities (in [0, 1]) become first-spike times; never relaxed.
+
+    Checks what it is given: shape ``(N, *sample_shape)`` and finite values.
+    """
+
+    relaxable = False
+
+    def __init__(self, sample_shape: tuple[int, ...], T: int = 32, tau: float = 10.0,
+                 td: float = 0.0, theta0: float = 1.0, grad_mode: str = "ste") -> None:
+        super().__init__(T, tau, td, theta0, grad_mode)
+        self.sample_shape = tuple(int(s) for s in sample_shape)
+
+    def forward(self, x: Tensor) -> Tensor:
+        check_input(x, self.sample_shape)
+        return super().forward(x)
+
+    def extra_repr(self) -> str:
+        return f"sample_shape={self.sample_shape}, " + super().extra_repr()
+
+
+def check_input(x: Tensor, sample_shape: tuple[int, ...]) -> None:
+    """Raise ``InputShapeError`` unless ``x`` is a finite float batch of ``sample_shape``."""
+    expected = "(N, " + ", ".join(str(s) for s in sample_shape) + ")"
+    if not isinstance(x, Tensor):
+        raise InputShapeError(
+            f"expected a torch.Tensor of shape {expected}, got {type(x).__name__}")
+    if tuple(x.shape[1:]) != sample_shape or x.dim() != len(sample_shape) + 1:
+        hint = ""
+        if x.dim() == len(sample_shape) + 1 and x.shape[1] != sample_shape[0]:
+            hint = f" ({x.shape[1]} channels where the model expects {sample_shape[0]})"
+        raise InputShapeError(
+            f"input of shape {tuple(x.shape)} does not match the model's {expected}{hint}; "
+            f"reshape it, e.g. x.view(-1, {', '.join(str(s) for s in sample_shape)})")
+    if not x.is_floating_point():
+        raise InputShapeError(f"input must be a float tensor scaled to [0, 1], got {x.dtype}")
+    if not torch.isfinite(x).all():
+        raise InputShapeError("input contains NaN or inf; clean or clip the data to [0, 1] first")
+
+
+class _TBBatchNorm:
+    """Mixin: remembers positions per channel and turns (gamma, beta) into expected spikes."""
+
+    positions: int | None = None
+
+    def _remember_positions(self, x: Tensor) -> None:
+        self.positions = int(math.prod(x.shape[2:])) if x.dim() > 2 else 1
+
+    def expected_spikes(self, floor: Tensor, mode: str = "exact") -> Tensor:
+        """``S_l = sum_c n_c * P_c`` with ``z_c ~ N(beta_c, gamma_c^2)`` (SPEC §7)."""
+        if self.positions is None:
+            raise ConfigError("TB loss needs one forward pass first (to know H*W per channel)")
+        if not self.affine:
+            raise ConfigError("TB batch norm needs affine=True (gamma and beta are trained)")
+        return F.expected_spikes(self.weight, self.bias, floor, self.positions, mode)
+
+
+class TBBatchNorm1d(_TBBatchNorm, nn.BatchNorm1d):
+    """``nn.BatchNorm1d`` that feeds a TTFS neuron and can report its expected spikes."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        self._remember_positions(x)
+        return super().forward(x)
+
+
+class TBBatchNorm2d(_TBBatchNorm, nn.BatchNorm2d):
+    """``nn.BatchNorm2d`` that feeds a TTFS neuron and can report its expected spikes."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        self._remember_positions(x)
+        return super().forward(x)

@@ -1,0 +1,161 @@
+"""Efficiency figures (SPEC §9): spikes, spike rate, sparsity, latency, normalised energy.
+
+``S`` = spikes per sample over all spiking layers (input encoder included), ``N`` = their
+neurons, ``T_total = (L+1)*T`` with ``L`` spiking layers:
+
+* spike rate ``= S / (N * T_total)``; sparsity (spikes per neuron) ``= S / N``;
+* normalised energy ``E = a_dyn * S/S_ref + a_st * T_total/T_ref`` (the paper's Table 2).
+
+:class:`SpikeCounter` counts spikes with forward hooks on any module that has
+``count_spikes(z)`` (our surrogate neurons), so it needs no list of layer types.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from .errors import ConfigError, unknown_name
+
+
+@dataclass(frozen=True)
+class EnergyReference:
+    """The network energies are normalised to: ``S_ref`` spikes per sample in ``T_ref`` steps."""
+
+    spikes: float
+    time_steps: float
+    name: str = "custom"
+
+
+#: TSC (Han & Roy 2020), the paper's reference.
+ENERGY_REFERENCES = {
+    "cifar10": EnergyReference(0.193e6, 512, "TSC CIFAR-10"),
+    "cifar100": EnergyReference(0.170e6, 512, "TSC CIFAR-100"),
+}
+#: ``(a_dyn, a_st)`` per neuromorphic architecture.
+HARDWARE_COEFFICIENTS = {"truenorth": (0.4, 0.6), "spinnaker": (0.64, 0.36)}
+
+
+def energy_reference(spec: str | EnergyReference) -> EnergyReference:
+    """``"cifar10"``, ``"cifar100"`` or ``"SPIKES,STEPS"`` (e.g. ``"1e5,512"``)."""
+    if isinstance(spec, EnergyReference):
+        return spec
+    if spec in ENERGY_REFERENCES:
+        return ENERGY_REFERENCES[spec]
+    try:
+        spikes, steps = (float(v) for v in spec.split(","))
+    except ValueError:
+        raise unknown_name("energy reference (or give 'SPIKES,STEPS')", spec,
+                           ENERGY_REFERENCES) from None
+    if not (0 < spikes < math.inf and 0 < steps < math.inf):
+        raise ConfigError(f"energy reference values must be finite and > 0, got {spec!r}")
+    return EnergyReference(spikes, steps)
+
+
+def normalised_energy(spikes: float, time_steps: float, reference: EnergyReference,
+                      a_dyn: float, a_st: float) -> float:
+    """``a_dyn * S/S_ref + a_st * T_total/T_ref``."""
+    return a_dyn * spikes / reference.spikes + a_st * time_steps / reference.time_steps
+
+
+def efficiency_figures(layers: list[dict], T: int,
+                       reference: str | EnergyReference = "cifar10") -> dict:
+    """Totals and per-layer figures from ``[{"name", "neurons", "spikes_per_sample"}, …]``."""
+    if not layers:
+        raise ConfigError("no spiking layers to report on (is this a ReLU network?)")
+    reference = energy_reference(reference)
+    time_steps = (len(layers) + 1) * T
+    per_layer = [
+        dict(layer, sparsity=layer["spikes_per_sample"] / layer["neurons"],
+             spike_rate=layer["spikes_per_sample"] / (layer["neurons"] * time_steps))
+        for layer in layers
+    ]
+    spikes = sum(layer["spikes_per_sample"] for layer in layers)
+    neurons = sum(layer["neurons"] for layer in layers)
+    energy = {hw: normalised_energy(spikes, time_steps, reference, *coeffs)
+              for hw, coeffs in HARDWARE_COEFFICIENTS.items()}
+    energy["reference"] = {"name": reference.name, "spikes": reference.spikes,
+                           "time_steps": reference.time_steps}
+    return {
+        "spikes_per_sample": spikes,
+        "neurons": neurons,
+        "sparsity": spikes / neurons,
+        "spike_rate": spikes / (neurons * time_steps),
+        "time_steps": time_steps,
+        "energy": energy,
+        "per_layer": per_layer,
+    }
+
+
+class SpikeCounter:
+    """Context manager: counts spikes of every ``count_spikes`` module of ``network``.
+
+    >>> with SpikeCounter(net) as counter:
+    ...     net(x)
+    >>> counter.layers()   # [{"name", "neurons", "spikes_per_sample"}, …]
+    """
+
+    def __init__(self, network: nn.Module) -> None:
+        self.network = network
+        self._spikes: dict[str, Tensor] = {}
+        self._neurons: dict[str, int] = {}
+        self._samples: dict[str, int] = {}
+        self._handles: list = []
+
+    def __enter__(self) -> "SpikeCounter":
+        for name, module in self.network.named_modules():
+            if hasattr(module, "count_spikes"):
+                self._handles.append(module.register_forward_hook(self._hook(name)))
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+
+    def _hook(self, name: str):
+        def hook(module, inputs, output):
+            z = inputs[0]
+            spikes = module.count_spikes(z).sum().detach()
+            self._spikes[name] = self._spikes.get(name, 0) + spikes
+            self._neurons[name] = z[0].numel()
+            self._samples[name] = self._samples.get(name, 0) + z.shape[0]
+        return hook
+
+    def reset(self) -> None:
+        self._spikes.clear()
+        self._samples.clear()
+
+    def layers(self) -> list[dict]:
+        """Per-layer ``name``, ``neurons`` and ``spikes_per_sample`` so far."""
+        return [{"name": name, "neurons": self._neurons[name],
+                 "spikes_per_sample": float(total) / self._samples[name]}
+                for name, total in self._spikes.items()]
+
+    def spikes_per_sample(self) -> float:
+        return sum(layer["spikes_per_sample"] for layer in self.layers())
+
+
+@torch.no_grad()
+def evaluate(network: nn.Module, loader, device: str | torch.device = "cpu",
+             reference: str | EnergyReference = "cifar10") -> dict:
+    """Accuracy and, for a spiking network, the efficiency figures, over ``loader``."""
+    was_training = network.training
+    network.eval()
+    correct = total = 0
+    with SpikeCounter(network) as counter:
+        for x, y in loader:
+            x, y = x.to(device), y.to(device)
+            correct += (network(x).argmax(1) == y).sum().item()
+            total += y.numel()
+    network.train(was_training)
+    if total == 0:
+        raise ConfigError("the evaluation split holds no samples")
+    result: dict = {"accuracy": correct / total, "samples": total}
+    layers = counter.layers()
+    if layers:
+        result.update(efficiency_figures(layers, network.config.T, reference))
+    return result

@@ -1,0 +1,113 @@
+"""Build a network from a :class:`~ttfs_plugin.models.spec.NetworkConfig`.
+
+The result, :class:`TTFSNetwork`, is an ``nn.Sequential`` of named torch layers and ttfs-plugin
+neurons that keeps its config; metrics and export walk its children in order.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+from torch import Tensor, nn
+
+from ..errors import ConfigError
+from ..layers import InputEncoder, TBBatchNorm1d, TBBatchNorm2d, TTFSActivation, check_input
+from .spec import AvgPool, Conv, Dense, Flatten, MaxPool, NetworkConfig
+
+
+class TTFSNetwork(nn.Sequential):
+    """A surrogate TTFS network (or, with ``activation="relu"``, its plain DNN twin).
+
+    An ``nn.Sequential`` of named layers — ``input`` (encoder), then per hidden spiking layer
+    ``conv<i>``/``fc<i>``, ``bn<i>``, ``ttfs<i>`` and maybe ``pool<i>``, then ``output`` whose
+    output are the logits — that also keeps its :class:`NetworkConfig` and checks its input.
+    """
+
+    def __init__(self, config: NetworkConfig) -> None:
+        config.validate()
+        super().__init__(OrderedDict(_build_layers(config)))
+        self.config = config
+
+    def forward(self, x: Tensor) -> Tensor:
+        check_input(x, self.config.in_shape)
+        return super().forward(x)
+
+    def spiking_layers(self) -> list[tuple[str, nn.Module]]:
+        """``(name, module)`` of every spiking layer in order, the input encoder first."""
+        return [(n, m) for n, m in self.named_children() if hasattr(m, "count_spikes")]
+
+    def set_relaxation(self, probability: float) -> None:
+        """Set the stochastic-relaxation probability of every hidden TTFS neuron."""
+        for module in self.modules():
+            if isinstance(module, TTFSActivation):
+                module.relax_probability = float(probability)
+
+    @property
+    def is_spiking(self) -> bool:
+        return self.config.activation == "ttfs"
+
+
+def build_network(config: NetworkConfig) -> TTFSNetwork:
+    """The network ``config`` describes."""
+    return TTFSNetwork(config)
+
+
+def _build_layers(cfg: NetworkConfig) -> list[tuple[str, nn.Module]]:
+    """Named layers: input, conv1/fc1, bn1, ttfs1, pool1, …, flatten, output."""
+    spiking = cfg.activation == "ttfs"
+    kernel_kw = dict(T=cfg.T, tau=cfg.tau0, td=cfg.td0, theta0=cfg.theta0, grad_mode=cfg.grad_mode)
+
+    def neuron() -> nn.Module:
+        return TTFSActivation(**kernel_kw) if spiking else nn.ReLU()
+
+    channels, height, width = cfg.in_shape
+    features: int | None = None  # set once flattened
+    layers: list[tuple[str, nn.Module]] = [
+        ("input", InputEncoder(cfg.in_shape, **kernel_kw) if spiking else nn.Identity())]
+    depth = 0  # index of the current hidden spiking layer
+    for index, entry in enumerate(cfg.layers):
+        where = f"layer {index} ({entry!r})"
+        if isinstance(entry, Conv):
+            if features is not None:
+                raise ConfigError(f"{where}: a Conv cannot follow Flatten")
+            pad = entry.kernel_size // 2 if entry.padding is None else entry.padding
+            depth += 1
+            layers.append((f"conv{depth}", nn.Conv2d(channels, entry.out_channels,
+                                                     entry.kernel_size, entry.stride, pad,
+                                                     bias=not entry.batch_norm)))
+            if entry.batch_norm:
+                layers.append((f"bn{depth}", TBBatchNorm2d(entry.out_channels) if spiking
+                               else nn.BatchNorm2d(entry.out_channels)))
+            layers.append((f"ttfs{depth}" if spiking else f"relu{depth}", neuron()))
+            channels = entry.out_channels
+            height = (height + 2 * pad - entry.kernel_size) // entry.stride + 1
+            width = (width + 2 * pad - entry.kernel_size) // entry.stride + 1
+        elif isinstance(entry, (MaxPool, AvgPool)):
+            if features is not None:
+                raise ConfigError(f"{where}: pooling must come before Flatten")
+            pool = nn.MaxPool2d if isinstance(entry, MaxPool) else nn.AvgPool2d
+            layers.append((f"pool{depth}", pool(entry.kernel_size)))
+            height, width = height // entry.kernel_size, width // entry.kernel_size
+        elif isinstance(entry, Flatten):
+            layers.append(("flatten", nn.Flatten()))
+            features = channels * height * width
+        elif isinstance(entry, Dense):
+            if features is None:
+                raise ConfigError(f"{where}: add Flatten() before the first Dense")
+            depth += 1
+            layers.append((f"fc{depth}", nn.Linear(features, entry.out_features,
+                                                   bias=not entry.batch_norm)))
+            if entry.batch_norm:
+                layers.append((f"bn{depth}", TBBatchNorm1d(entry.out_features) if spiking
+                               else nn.BatchNorm1d(entry.out_features)))
+            layers.append((f"ttfs{depth}" if spiking else f"relu{depth}", neuron()))
+            features = entry.out_features
+        if height < 1 or width < 1:
+            raise ConfigError(f"{where}: the feature map shrinks to nothing for input "
+                              f"{cfg.in_shape}; use fewer pooling layers or larger inputs")
+    if features is None:
+        layers.append(("flatten", nn.Flatten()))
+        features = channels * height * width
+    layers.append(("output", nn.Linear(features, cfg.num_classes)))
+    return layers
+

@@ -1,0 +1,73 @@
+"""The total loss of the paper's Eq. 9 and the two network-wide terms it adds.
+
+``loss = CE + lambda_w*||W||^2 + lambda_TR*L_TR + lambda_TB*L_TB`` where
+
+* ``L_TR = sum_l (tau_l - tau_l0)^2 + (td_l - td_l0)^2`` over every temporal kernel (SPEC §6);
+* ``L_TB = sum_l S_l``, the expected spikes per sample of every TB batch norm that feeds a TTFS
+  neuron (SPEC §7).
+
+Both walk ``network.modules()`` by protocol, not by type: a module with ``regularisation()`` is a
+temporal kernel; one with ``expected_spikes(floor, mode)`` is a TB batch norm, paired with the
+next module that has ``firing_floor()`` (a TTFS neuron). So they also work on networks built
+from the snnTorch and Norse adapters.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..functional import check_spike_proxy_mode
+
+WEIGHT_OPS = (nn.Conv1d, nn.Conv2d, nn.Linear)
+
+
+def kernel_regularisation_loss(network: nn.Module) -> Tensor:
+    """``L_TR`` of every temporal kernel in ``network`` (0 if it has none)."""
+    terms = [m.regularisation() for m in network.modules() if hasattr(m, "regularisation")]
+    return torch.stack(terms).sum() if terms else torch.zeros(())
+
+
+def spike_proxy_loss(network: nn.Module, mode: str = "exact") -> Tensor:
+    """``L_TB = sum_l S_l`` over TB batch norms, each paired with the neuron it feeds."""
+    check_spike_proxy_mode(mode)
+    terms: list[Tensor] = []
+    pending = None
+    for module in network.modules():
+        if hasattr(module, "expected_spikes"):
+            pending = module
+        elif pending is not None and hasattr(module, "firing_floor"):
+            terms.append(pending.expected_spikes(module.firing_floor(), mode))
+            pending = None
+        elif isinstance(module, WEIGHT_OPS):
+            pending = None  # a weight op in between: this batch norm feeds no neuron directly
+    return torch.stack(terms).sum() if terms else torch.zeros(())
+
+
+def weight_l2(network: nn.Module) -> Tensor:
+    """``||W||^2`` over the weights of every conv and linear layer (not biases, not BN)."""
+    terms = [m.weight.pow(2).sum() for m in network.modules() if isinstance(m, WEIGHT_OPS)]
+    return torch.stack(terms).sum() if terms else torch.zeros(())
+
+
+def total_loss(logits: Tensor, target: Tensor, network: nn.Module, *, lambda_w: float = 0.0,
+               lambda_tr: float = 0.0, lambda_tb: float = 0.0,
+               tb_mode: str = "exact") -> tuple[Tensor, dict[str, float]]:
+    """Eq. 9; returns the loss and its parts (as floats, for logging)."""
+    ce = F.cross_entropy(logits, target)
+    loss = ce
+    parts = {"ce": ce.item()}
+    if lambda_w:
+        l2 = weight_l2(network)
+        loss = loss + lambda_w * l2
+        parts["l2"] = l2.item()
+    if lambda_tr:
+        tr = kernel_regularisation_loss(network).to(ce.device)
+        loss = loss + lambda_tr * tr
+        parts["tr"] = tr.item()
+    if lambda_tb:
+        tb = spike_proxy_loss(network, tb_mode).to(ce.device)
+        loss = loss + lambda_tb * tb
+        parts["tb"] = tb.item()
+    return loss, parts
