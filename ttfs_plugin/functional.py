@@ -26,48 +26,64 @@ def _spike_time_dtype(T: int) -> torch.dtype:
 
 
 class _TTFSActivation(torch.autograd.Function):
-    """``x = kappa(t(z))`` forward; SPEC §4 gradients for ``z``, ``tau`` and ``td`` backward."""
+    """``x = kappa(t(z))`` forward; SPEC §4 gradients for ``z``, ``tau`` and ``td`` backward.
+
+    The backward pass is written as a few fused reductions rather than per-element formulas:
+    with ``gx = g * x`` (zero for pruned neurons, since ``x = 0`` there),
+
+    * ``"ste"``: ``dL/dz = gx / z`` (quantized), ``dL/dtd = sum_clipped gx / tau``,
+      ``dL/dtau = [sum_q gx (t - td + tau ln(z/theta0)) - td sum_c gx] / tau^2``;
+    * ``"decode"``: ``dL/dz = g / theta0`` (quantized), ``dL/dtd = sum gx / tau``,
+      ``dL/dtau = (sum gx t - td sum gx) / tau^2``;
+
+    which are the element-wise rules of SPEC §4 summed over the layer.
+    """
 
     @staticmethod
     def forward(ctx, z, tau, td, T, theta0, grad_mode):  # type: ignore[override]
         t = encode(z, threshold_table(tau, td, T, theta0))
-        kernel = kernel_table(tau, td, T).to(z.dtype)
-        ctx.save_for_backward(z, t.to(_spike_time_dtype(T)), tau, td)
+        x = decode(t, kernel_table(tau, td, T).to(z.dtype))
+        ctx.save_for_backward(z, x, t.to(_spike_time_dtype(T)), tau, td)
         ctx.T, ctx.theta0, ctx.grad_mode = T, theta0, grad_mode
-        return decode(t, kernel)
+        return x
 
     @staticmethod
     def backward(ctx, grad_x):  # type: ignore[override]
-        z, t_small, tau, td = ctx.saved_tensors
+        z, x, t_small, tau, td = ctx.saved_tensors
         T, theta0 = ctx.T, ctx.theta0
-        t = t_small.long()
         tau_z, td_z = tau.to(z.dtype), td.to(z.dtype)
-        x = decode(t, kernel_table(tau_z, td_z, T))
-        spiking = t < T
-        clipped = t == 0
-        quantized = spiking & ~clipped
-        zero = z.new_zeros(())
-        t_float = t.to(z.dtype)
+        # quantized <=> 1 <= t <= T-1 (one unsigned comparison: t-1 wraps to the max for t=0)
+        quantized = (t_small - 1) < (T - 1) if t_small.dtype == torch.uint8 else (
+            (t_small > 0) & (t_small < T))
+        gx = grad_x * x  # zero for pruned neurons
+        need_z, need_tau, need_td = ctx.needs_input_grad[:3]
+        grad_z = grad_tau = grad_td = None
 
-        if ctx.grad_mode == "ste":
-            # Real spike time t~ = td - tau*ln(z/theta0); t = t~ + const (straight-through).
-            safe_z = torch.where(quantized, z, torch.ones_like(z))
-            dx_dz = torch.where(quantized, x / safe_z, zero)
-            t_real = td_z - tau_z * torch.log(safe_z / theta0)
-            dx_dtau = torch.where(
-                quantized,
-                x * (t_float - t_real) / tau_z**2,
-                torch.where(clipped, -x * td_z / tau_z**2, zero),
-            )
-            dx_dtd = torch.where(clipped, x / tau_z, zero)
-        else:  # "decode": t is a constant for the kernel parameters
-            dx_dz = quantized.to(z.dtype) / theta0
-            dx_dtau = torch.where(spiking, x * (t_float - td_z) / tau_z**2, zero)
-            dx_dtd = torch.where(spiking, x / tau_z, zero)
+        if ctx.grad_mode == "decode":
+            if need_z:
+                grad_z = grad_x * quantized.to(z.dtype) / theta0
+            sum_gx = gx.sum()
+            if need_tau:
+                sum_gx_t = torch.dot(gx.flatten(), t_small.flatten().to(z.dtype))
+                grad_tau = (sum_gx_t - td_z * sum_gx) / tau_z**2
+            if need_td:
+                grad_td = sum_gx / tau_z
+        else:  # "ste"
+            zero = z.new_zeros(())
+            if need_z:
+                grad_z = torch.where(quantized, gx / z, zero)
+            if need_tau or need_td:
+                gx_q = torch.where(quantized, gx, zero)
+                sum_gx_clipped = gx.sum() - gx_q.sum()  # pruned neurons have gx = 0
+                grad_td = sum_gx_clipped / tau_z
+                # ln(z/theta0) only where quantized (z > 0 there); 0 elsewhere
+                log_z = torch.log(torch.where(quantized, z, z.new_tensor(theta0)) / theta0)
+                t_minus_td = t_small.to(z.dtype) - td_z
+                sum_q = torch.dot(gx_q.flatten(), (t_minus_td + tau_z * log_z).flatten())
+                grad_tau = (sum_q - td_z * sum_gx_clipped) / tau_z**2
 
-        grad_z = grad_x * dx_dz if ctx.needs_input_grad[0] else None
-        grad_tau = (grad_x * dx_dtau).sum().to(tau.dtype) if ctx.needs_input_grad[1] else None
-        grad_td = (grad_x * dx_dtd).sum().to(td.dtype) if ctx.needs_input_grad[2] else None
+        grad_tau = grad_tau.to(tau.dtype) if need_tau else None
+        grad_td = grad_td.to(td.dtype) if need_td else None
         return grad_z, grad_tau, grad_td, None, None, None
 
 
