@@ -8,8 +8,9 @@
 
 Both walk ``network.modules()`` by protocol, not by type: a module with ``regularisation()`` is a
 temporal kernel; one with ``expected_spikes(floor, mode)`` is a TB batch norm, paired with the
-next module that has ``firing_floor()`` (a TTFS neuron). So they also work on networks built
-from the snnTorch and Norse adapters.
+next module that has ``firing_floor()`` (a TTFS neuron) — or, when a neuron holds its batch norm
+itself as ``neuron.norm`` (the snnTorch and Norse adapters), with that neuron. So they also work
+on networks built natively from the adapters' modules.
 """
 
 from __future__ import annotations
@@ -34,8 +35,16 @@ def spike_proxy_loss(network: nn.Module, mode: str = "exact") -> Tensor:
     check_spike_proxy_mode(mode)
     terms: list[Tensor] = []
     pending = None
+    owned: set[int] = set()  # norms a neuron applies itself (time-stepped adapters)
     for module in network.modules():
-        if hasattr(module, "expected_spikes"):
+        norm = getattr(module, "norm", None)
+        if hasattr(module, "firing_floor") and hasattr(norm, "expected_spikes"):
+            terms.append(norm.expected_spikes(module.firing_floor(), mode))
+            owned.add(id(norm))
+            pending = None
+        elif id(module) in owned:
+            continue
+        elif hasattr(module, "expected_spikes"):
             pending = module
         elif pending is not None and hasattr(module, "firing_floor"):
             terms.append(pending.expected_spikes(module.firing_floor(), mode))

@@ -1,0 +1,117 @@
+"""What a time-stepped simulation returns, and how the surrogate is compared with it.
+
+Both adapters step their network ``(L+1)*T`` times and record, with forward hooks on their TTFS
+neurons (any module with ``layer_index`` and ``kernel``), every neuron's spike time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor, nn
+
+from .metrics import EnergyReference, efficiency_figures
+
+
+@dataclass
+class SimulationResult:
+    """Logits and per-layer spikes of one simulated batch.
+
+    ``spike_times[name]``: local spike time ``k`` of every neuron (``T`` = no spike), shaped like
+    the layer; ``spike_counts[name]``: spikes per sample.
+    """
+
+    logits: Tensor
+    spike_times: dict[str, Tensor]
+    T: int
+    steps: int
+    neurons: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def spike_counts(self) -> dict[str, Tensor]:
+        return {name: (t < self.T).flatten(1).sum(1) for name, t in self.spike_times.items()}
+
+    def efficiency(self, reference: str | EnergyReference = "cifar10") -> dict:
+        """The SPEC §9 figures of this batch (same definitions as ``metrics.evaluate``)."""
+        layers = [{"name": name, "neurons": self.neurons[name],
+                   "spikes_per_sample": counts.double().mean().item()}
+                  for name, counts in self.spike_counts.items()]
+        return efficiency_figures(layers, self.T, reference)
+
+
+def is_ttfs_neuron(module: nn.Module) -> bool:
+    return hasattr(module, "layer_index") and hasattr(module, "kernel")
+
+
+class SpikeTimeRecorder:
+    """Forward hooks that turn the spikes of every TTFS neuron into first-spike times.
+
+    The simulation loop sets ``recorder.step`` to the global step before each call.
+    """
+
+    def __init__(self, net: nn.Module) -> None:
+        self.step = 0
+        self.times: dict[str, Tensor] = {}
+        self.neurons: dict[str, int] = {}
+        self.T = None
+        self._handles = []
+        for name, module in net.named_modules():
+            if is_ttfs_neuron(module):
+                label = getattr(module, "layer_name", None) or name
+                self._handles.append(module.register_forward_hook(self._hook(label)))
+                self.T = module.kernel.T
+
+    def _hook(self, label: str):
+        def hook(module, inputs, output):
+            spikes = output[0] if isinstance(output, tuple) else output
+            T, index = module.kernel.T, module.layer_index
+            if label not in self.times:
+                self.times[label] = torch.full(spikes.shape, T, dtype=torch.long,
+                                               device=spikes.device)
+                self.neurons[label] = spikes[0].numel()
+            window, k = divmod(self.step, T)
+            if window == index + 1:
+                fired = spikes.detach() > 0
+                self.times[label].masked_fill_(fired, k)
+        return hook
+
+    def close(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+
+
+@torch.no_grad()
+def surrogate_spike_times(network: nn.Module, x: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+    """Eval-mode logits of the surrogate and the spike time ``t(z)`` of each spiking layer."""
+    times: dict[str, Tensor] = {}
+    handles = []
+    for name, module in network.named_modules():
+        if hasattr(module, "spike_times") and hasattr(module, "kernel"):
+            def hook(mod, inputs, output, name=name):
+                times[name] = mod.spike_times(inputs[0])
+            handles.append(module.register_forward_hook(hook))
+    was_training = network.training
+    network.eval()
+    try:
+        logits = network(x)
+    finally:
+        network.train(was_training)
+        for handle in handles:
+            handle.remove()
+    return logits, times
+
+
+def agreement(result: SimulationResult, logits: Tensor, times: dict[str, Tensor]) -> dict:
+    """Fraction of samples with the same prediction and of neurons with the same spike time."""
+    same = total = 0
+    for name, t in times.items():
+        sim = result.spike_times[name].reshape(t.shape)
+        same += (sim == t).sum().item()
+        total += t.numel()
+    return {
+        "agreement_with_surrogate": (result.logits.argmax(1) == logits.argmax(1))
+        .double().mean().item(),
+        "spike_time_agreement": same / total if total else 1.0,
+    }
