@@ -1,4 +1,4 @@
-"""The ``ttfs`` command: ``ttfs train`` and ``ttfs evaluate``.
+"""The ``ttfs`` command: ``ttfs train``, ``ttfs evaluate`` and ``ttfs export``.
 
 Errors the user can fix (unknown names, bad values, missing data, damaged checkpoints) end the
 command with one line on stderr and exit status 2, never a traceback.
@@ -22,6 +22,7 @@ from .errors import ConfigError, TTFSError
 from .functional import GRAD_MODES, SPIKE_PROXY_MODES
 from .metrics import evaluate
 from .models import MODELS, get_model
+from .simulation import BACKENDS, evaluate_backend, load_adapter
 from .training import (
     PRESETS,
     TrainConfig,
@@ -83,7 +84,17 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--batch-size", type=int, default=512)
     ev.add_argument("--energy-ref", default="cifar10",
                     help="cifar10, cifar100 or 'SPIKES,STEPS' (energy normalisation)")
+    ev.add_argument("--backend", choices=("surrogate",) + BACKENDS, default="surrogate",
+                    help="surrogate (eval-mode DNN) or a time-stepped simulation in snnTorch "
+                    "or Norse, which also reports its agreement with the surrogate")
     ev.add_argument("--json", action="store_true", help="print one JSON object")
+
+    ex = sub.add_parser("export", help="convert a checkpoint into an snnTorch or Norse network")
+    ex.add_argument("checkpoint")
+    ex.add_argument("--backend", choices=BACKENDS, required=True)
+    ex.add_argument("--out", required=True, help="file to write (load it with "
+                    "ttfs_plugin.<backend>.load(FILE))")
+    ex.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     return parser
 
 
@@ -140,13 +151,35 @@ def _evaluate(args: argparse.Namespace) -> int:
     if tuple(data.in_shape) != tuple(network.config.in_shape):
         raise ConfigError(f"dataset {name!r} has inputs {data.in_shape}, the checkpoint's model "
                           f"expects {tuple(network.config.in_shape)}")
-    result = evaluate(network, batches(data.split(args.split), args.batch_size),
-                      reference=args.energy_ref)
-    result.update(dataset=name, split=args.split)
+    loader = batches(data.split(args.split), args.batch_size)
+    if args.backend == "surrogate":
+        result = evaluate(network, loader, reference=args.energy_ref)
+    else:
+        if not network.is_spiking:
+            raise ConfigError("a ReLU network has no spiking simulation; use --backend "
+                              "surrogate")
+        result = evaluate_backend(network, loader, args.backend, reference=args.energy_ref)
+    result.update(dataset=name, split=args.split, backend=args.backend)
     if args.json:
         print(json.dumps(result))
     else:
         print(format_report(result, title=f"{args.checkpoint} on {name} ({args.split})"))
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    out = Path(args.out)
+    if out.exists() and not args.overwrite:
+        raise ConfigError(f"{out} exists; pass --overwrite or choose another --out")
+    adapter = load_adapter(args.backend)
+    network, _ = load_checkpoint(args.checkpoint)
+    if not network.is_spiking:
+        raise ConfigError("a ReLU network cannot be exported to a spiking framework")
+    net = getattr(adapter, f"to_{args.backend}")(network)
+    adapter.save(net, out)
+    print(f"wrote {out}: {len(list(net.children()))} {args.backend} modules, "
+          f"{adapter.num_steps(net)} time steps; load it with "
+          f"ttfs_plugin.{args.backend}.load({str(out)!r})")
     return 0
 
 
@@ -195,7 +228,8 @@ def _device(name: str) -> torch.device:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return _train(args) if args.command == "train" else _evaluate(args)
+        command = {"train": _train, "evaluate": _evaluate, "export": _export}[args.command]
+        return command(args)
     except TTFSError as exc:
         print(f"ttfs {args.command}: error: {exc}", file=sys.stderr)
         return 2

@@ -6,6 +6,7 @@ neurons (any module with ``layer_index`` and ``kernel``), every neuron's spike t
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass, field
 
 import torch
@@ -115,3 +116,58 @@ def agreement(result: SimulationResult, logits: Tensor, times: dict[str, Tensor]
         .double().mean().item(),
         "spike_time_agreement": same / total if total else 1.0,
     }
+
+
+BACKENDS = ("snntorch", "norse")
+
+
+def load_adapter(backend: str):
+    """The adapter module of ``backend`` (``snntorch`` or ``norse``), with a clear error when its
+    framework is not installed."""
+    from .errors import ConfigError, unknown_name
+
+    if backend not in BACKENDS:
+        raise unknown_name("backend", backend, BACKENDS + ("surrogate",))
+    try:
+        return importlib.import_module(f"ttfs_plugin.{backend}")
+    except ImportError:
+        raise ConfigError(f"backend {backend!r} needs its framework: "
+                          f"pip install 'ttfs-plugin[{backend}]'") from None
+
+
+@torch.no_grad()
+def evaluate_backend(model: nn.Module, loader, backend: str,
+                     reference: str | EnergyReference = "cifar10") -> dict:
+    """Accuracy and efficiency figures of ``model`` exported to ``backend`` and simulated
+    step by step, plus its agreement with the surrogate (predictions and spike times)."""
+    adapter = load_adapter(backend)
+    net = getattr(adapter, f"to_{backend}")(model)
+    dtype = next(model.parameters()).dtype
+    correct = samples = same_prediction = same_times = neurons_seen = 0
+    spikes: dict[str, float] = {}
+    neurons: dict[str, int] = {}
+    T = None
+    for x, y in loader:
+        x = x.to(dtype)
+        logits, times = surrogate_spike_times(model, x)
+        result = adapter.simulate(net, x)
+        T = result.T
+        correct += (result.logits.argmax(1) == y).sum().item()
+        same_prediction += (result.logits.argmax(1) == logits.argmax(1)).sum().item()
+        samples += y.numel()
+        for name, t in times.items():
+            same_times += (result.spike_times[name].reshape(t.shape) == t).sum().item()
+            neurons_seen += t.numel()
+        for name, counts in result.spike_counts.items():
+            spikes[name] = spikes.get(name, 0.0) + counts.sum().item()
+            neurons[name] = result.neurons[name]
+    if samples == 0:
+        from .errors import ConfigError
+
+        raise ConfigError("the evaluation split holds no samples")
+    layers = [{"name": n, "neurons": neurons[n], "spikes_per_sample": s / samples}
+              for n, s in spikes.items()]
+    return {"accuracy": correct / samples, "samples": samples, "backend": backend,
+            **efficiency_figures(layers, T, reference),
+            "agreement_with_surrogate": same_prediction / samples,
+            "spike_time_agreement": same_times / neurons_seen}
