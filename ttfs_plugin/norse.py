@@ -17,6 +17,7 @@ Time-stepped semantics: :mod:`ttfs_plugin.timestep` (SPEC §8).
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import NamedTuple
 
@@ -24,9 +25,11 @@ import torch
 from torch import Tensor, nn
 
 try:
-    from norse.torch.functional.threshold import threshold as norse_threshold
-    from norse.torch.module.sequential import SequentialState
-    from norse.torch.module.snn import SNNCell
+    with warnings.catch_warnings():  # Norse 1.1 uses torch.jit.script, deprecated in torch 2.x
+        warnings.filterwarnings("ignore", message=".*torch.jit.script.*", category=FutureWarning)
+        from norse.torch.functional.threshold import threshold as norse_threshold
+        from norse.torch.module.sequential import SequentialState
+        from norse.torch.module.snn import SNNCell
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise ImportError("ttfs_plugin.norse needs Norse: pip install 'ttfs-plugin[norse]'") from exc
 
@@ -43,14 +46,13 @@ from .export import (
 )
 from .kernel import TAU_MIN, threshold_table
 from .layers import TemporalKernel
-from .simulation import SimulationResult, SpikeTimeRecorder, is_ttfs_neuron
+from .simulation import SimulationResult, SpikeTimeRecorder
+from .stepped import SilentOutput, SynapseBase, num_steps, pooled_shape
 from .timestep import (
     first_spike_pool_step,
     is_silent,
     neuron_step,
-    silent_zeros,
     straight_through,
-    synapse_step,
     windows,
 )
 
@@ -123,15 +125,7 @@ def ttfs_feed_forward_step(input_tensor: Tensor, state: TTFSState | None, p: TTF
 # --- modules ------------------------------------------------------------------------------------
 
 
-class _Stepped(nn.Module):
-    """Shared by the stateful modules: a cached silent zero output for steps with nothing to do."""
-
-    def _zeros_like(self, shape, like: Tensor) -> Tensor:
-        self._zeros = silent_zeros(shape, like, getattr(self, "_zeros", None))
-        return self._zeros
-
-
-class TTFSCell(SNNCell, _Stepped):
+class TTFSCell(SNNCell, SilentOutput):
     """TTFS neuron cell of spiking layer ``layer_index`` (Norse style, without time):
     ``spikes, state = cell(x, state)``, ``state=None`` to start.
 
@@ -201,49 +195,15 @@ class SynapseState(NamedTuple):
     step: int
 
 
-class TemporalKernelSynapse(_Stepped):
-    """Carries the spikes of layer ``source_index`` into the next layer: a spike at local time
-    ``k`` arrives as ``kappa(k)``, through the linear ``op`` (``None``: identity).
-
-    ``current, state = synapse(spikes, state)``. The bias (taken from ``op`` when it has one)
-    enters once, at the first step of the target's integration window. ``op`` runs only on steps
-    with spikes; other steps return a silent zero tensor.
+class TemporalKernelSynapse(SynapseBase):
+    __doc__ = SynapseBase.__doc__ + """
+    Norse style: ``current, state = synapse(spikes, state)``, the step counter in the state.
     """
-
-    def __init__(self, kernel: TemporalKernel, source_index: int, op: nn.Module | None = None,
-                 bias: Tensor | None = None) -> None:
-        super().__init__()
-        self.kernel = kernel
-        self.source_index = int(source_index)
-        op = op if op is not None else nn.Identity()
-        last = op[-1] if isinstance(op, nn.Sequential) and len(op) else op
-        if getattr(last, "bias", None) is not None:
-            if bias is not None:
-                raise ValueError("give the bias either inside op or as bias=, not both")
-            bias = last.bias.detach().clone()
-            last.bias = None
-        self.op = op
-        self.bias = nn.Parameter(bias.detach().clone()) if bias is not None else None
 
     def forward(self, input_tensor: Tensor, state: SynapseState | None = None
                 ) -> tuple[Tensor, SynapseState]:
         step = 0 if state is None else state.step
-        current = synapse_step(input_tensor, step, self.source_index, self.kernel.kernel(),
-                               self.op, self.bias)
-        if current is None:
-            current = self._zeros_like(self._output_shape(input_tensor), input_tensor)
-        return current, SynapseState(step + 1)
-
-    def _output_shape(self, spikes: Tensor) -> torch.Size:
-        key = tuple(spikes.shape)
-        if getattr(self, "_shape_key", None) != key:
-            with torch.no_grad():
-                self._shape = self.op(spikes[:1].new_zeros(1, *spikes.shape[1:])).shape[1:]
-            self._shape_key = key
-        return torch.Size((spikes.shape[0], *self._shape))
-
-    def extra_repr(self) -> str:
-        return f"source_index={self.source_index}"
+        return self.current(input_tensor, step), SynapseState(step + 1)
 
 
 class PoolState(NamedTuple):
@@ -252,7 +212,7 @@ class PoolState(NamedTuple):
     emitted: Tensor | None
 
 
-class FirstSpikeMaxPool2d(_Stepped):
+class FirstSpikeMaxPool2d(SilentOutput):
     """Max-pooling of spikes in which a pooled unit emits only at its first input spike.
 
     ``out, state = pool(spikes, state)``.
@@ -264,8 +224,7 @@ class FirstSpikeMaxPool2d(_Stepped):
 
     def forward(self, input_tensor: Tensor, state: PoolState | None = None
                 ) -> tuple[Tensor, PoolState]:
-        shape = (*input_tensor.shape[:-2], input_tensor.shape[-2] // self.kernel_size,
-                 input_tensor.shape[-1] // self.kernel_size)
+        shape = pooled_shape(input_tensor, self.kernel_size)
         emitted = None if state is None else state.emitted
         if emitted is not None and emitted.shape != shape:
             emitted = None
@@ -336,14 +295,6 @@ def to_norse(model: nn.Module, method: str = "super", alpha: float = 100.0) -> S
     return net.to(next(model.parameters()).dtype)
 
 
-def num_steps(net: nn.Module) -> int:
-    """``(L+1)*T`` for a converted or hand-built network."""
-    neurons = [m for m in net.modules() if is_ttfs_neuron(m)]
-    if not neurons:
-        raise ValueError("the network has no TTFS neuron")
-    return (max(m.layer_index for m in neurons) + 2) * neurons[0].kernel.T
-
-
 def simulate(net: nn.Module, x: Tensor, steps: int | None = None) -> SimulationResult:
     """Step ``net`` ``(L+1)*T`` times the Norse way (``out, state = net(x_t, state)`` from
     ``state=None``); return the logits (the output at the last step) and every neuron's spike
@@ -363,8 +314,7 @@ def simulate(net: nn.Module, x: Tensor, steps: int | None = None) -> SimulationR
             out, state = net(x if step == 0 else zeros, state)
     finally:
         recorder.close()
-    logits = out[0] if isinstance(out, tuple) else out
-    return SimulationResult(logits, recorder.times, recorder.T, steps, recorder.neurons)
+    return SimulationResult(out, recorder.times, recorder.T, steps, recorder.neurons)
 
 
 def save(net: nn.Module, path: str | Path) -> None:

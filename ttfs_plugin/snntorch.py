@@ -40,32 +40,23 @@ from .export import (
     stages_to_spec,
 )
 from .layers import TemporalKernel
-from .simulation import SimulationResult, SpikeTimeRecorder, is_ttfs_neuron
+from .simulation import SimulationResult, SpikeTimeRecorder
+from .stepped import SilentOutput, SynapseBase, num_steps, pooled_shape
 from .timestep import (
     NeuronState,
     first_spike_pool_step,
     initial_neuron_state,
     is_silent,
     neuron_step,
-    silent_zeros,
     straight_through,
-    synapse_step,
     windows,
 )
 
 __all__ = ["TTFSNeuron", "TemporalKernelSynapse", "FirstSpikeMaxPool2d", "ReadoutIntegrator",
-           "reset", "to_snntorch", "simulate", "save", "load"]
+           "reset", "to_snntorch", "simulate", "num_steps", "save", "load"]
 
 
-class _Stepped(nn.Module):
-    """Shared by the stateful modules: a cached silent zero output for steps with nothing to do."""
-
-    def _zeros_like(self, shape, like: Tensor) -> Tensor:
-        self._zeros = silent_zeros(shape, like, getattr(self, "_zeros", None))
-        return self._zeros
-
-
-class TTFSNeuron(snn.SpikingNeuron, _Stepped):
+class TTFSNeuron(snn.SpikingNeuron, SilentOutput):
     """TTFS neuron of spiking layer ``layer_index``: IF membrane without leak, decaying threshold
     ``thr[k] = theta0 * kappa(k)``, fires once, then refractory.
 
@@ -134,52 +125,27 @@ class TTFSNeuron(snn.SpikingNeuron, _Stepped):
         return f"layer_index={self.layer_index}, init_hidden={self.init_hidden}"
 
 
-class TemporalKernelSynapse(_Stepped):
-    """Carries the spikes of layer ``source_index`` into the next layer: a spike at local time
-    ``k`` arrives as ``kappa(k)``, through the linear ``op`` (``None``: identity).
-
-    The bias (taken from ``op`` when it has one) enters once, at the first step of the target's
-    integration window. ``op`` runs only on steps with spikes.
+class TemporalKernelSynapse(SynapseBase):
+    __doc__ = SynapseBase.__doc__ + """
+    snnTorch style: ``current = synapse(spikes)``, the step counter kept inside (reset with
+    :func:`reset`).
     """
 
     def __init__(self, kernel: TemporalKernel, source_index: int, op: nn.Module | None = None,
                  bias: Tensor | None = None) -> None:
-        super().__init__()
-        self.kernel = kernel
-        self.source_index = int(source_index)
-        op = op if op is not None else nn.Identity()
-        last = op[-1] if isinstance(op, nn.Sequential) and len(op) else op
-        if getattr(last, "bias", None) is not None:
-            if bias is not None:
-                raise ValueError("give the bias either inside op or as bias=, not both")
-            bias = last.bias.detach().clone()
-            last.bias = None
-        self.op = op
-        self.bias = nn.Parameter(bias.detach().clone()) if bias is not None else None
+        super().__init__(kernel, source_index, op, bias)
         self.step = 0
 
     def reset_hidden(self) -> None:
         self.step = 0
 
     def forward(self, spikes: Tensor) -> Tensor:
-        current = synapse_step(spikes, self.step, self.source_index, self.kernel.kernel(),
-                               self.op, self.bias)
+        current = self.current(spikes, self.step)
         self.step += 1
-        if current is None:
-            shape = self._output_shape(spikes)
-            return self._zeros_like(shape, spikes)
         return current
 
-    def _output_shape(self, spikes: Tensor) -> torch.Size:
-        key = tuple(spikes.shape)
-        if getattr(self, "_shape_key", None) != key:
-            with torch.no_grad():
-                self._shape = self.op(spikes[:1].new_zeros(1, *spikes.shape[1:])).shape[1:]
-            self._shape_key = key
-        return torch.Size((spikes.shape[0], *self._shape))
 
-
-class FirstSpikeMaxPool2d(_Stepped):
+class FirstSpikeMaxPool2d(SilentOutput):
     """Max-pooling of spikes in which a pooled unit emits only at its first input spike."""
 
     def __init__(self, kernel_size: int) -> None:
@@ -191,8 +157,7 @@ class FirstSpikeMaxPool2d(_Stepped):
         self.emitted = None
 
     def forward(self, spikes: Tensor) -> Tensor:
-        shape = (*spikes.shape[:-2], spikes.shape[-2] // self.kernel_size,
-                 spikes.shape[-1] // self.kernel_size)
+        shape = pooled_shape(spikes, self.kernel_size)
         if self.emitted is not None and self.emitted.shape != shape:
             self.emitted = None
         if is_silent(spikes):
@@ -204,7 +169,7 @@ class FirstSpikeMaxPool2d(_Stepped):
         return f"kernel_size={self.kernel_size}"
 
 
-class ReadoutIntegrator(_Stepped):
+class ReadoutIntegrator(nn.Module):
     """Non-spiking output layer: integrates its input current; its membrane is the logits."""
 
     def __init__(self) -> None:
@@ -265,14 +230,6 @@ def to_snntorch(model: nn.Module, spike_grad=None) -> nn.Sequential:
     net = modules_from_stages(stages, spike_grad)
     net._ttfs_spec = stages_to_spec(stages)  # for save()
     return net.to(next(model.parameters()).dtype)
-
-
-def num_steps(net: nn.Module) -> int:
-    """``(L+1)*T`` for a converted or hand-built network."""
-    neurons = [m for m in net.modules() if is_ttfs_neuron(m)]
-    if not neurons:
-        raise ValueError("the network has no TTFS neuron")
-    return (max(m.layer_index for m in neurons) + 2) * neurons[0].kernel.T
 
 
 def simulate(net: nn.Module, x: Tensor, steps: int | None = None) -> SimulationResult:
