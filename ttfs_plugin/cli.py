@@ -16,15 +16,16 @@ from pathlib import Path
 import torch
 
 from . import __version__
-from .checkpoint import load_checkpoint, save_checkpoint
-from .data import DATASETS, SPLITS, load_dataset
-from .errors import ConfigError, TTFSError
+from .checkpoint import load_checkpoint
+from .data import DATASETS, SPLITS, add_data_arguments, dataset_options, load_dataset
+from .errors import CheckpointError, ConfigError, TTFSError
 from .functional import GRAD_MODES, SPIKE_PROXY_MODES
 from .metrics import evaluate
-from .models import MODELS, get_model
+from .models import MODELS, NetworkConfig, TTFSNetwork, get_model
 from .simulation import BACKENDS, evaluate_backend, load_adapter
 from .training import (
     PRESETS,
+    RunDirectory,
     TrainConfig,
     batches,
     fit,
@@ -32,6 +33,7 @@ from .training import (
     seed_everything,
     td_for_x_max,
 )
+from .training import distributed
 
 DEFAULT_MODEL = {"digits": "mlp"}  # every other dataset: "cnn"
 
@@ -50,13 +52,19 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--out", required=True, help="run folder for checkpoint.pt, metrics.json")
     train.add_argument("--overwrite", action="store_true",
                        help="replace a checkpoint already in --out")
+    train.add_argument("--resume", action="store_true",
+                       help="continue the run in --out from its last checkpoint")
+    train.add_argument("--config", help="TOML file of flag values (see configs/); flags given "
+                       "on the command line override it")
     train.add_argument("--activation", choices=["ttfs", "relu"], default="ttfs",
                        help="relu trains the plain DNN of the same architecture (baseline)")
     g = train.add_argument_group("training (unset flags take the preset's value)")
-    g.add_argument("--epochs", type=int, default=20)
+    g.add_argument("--epochs", type=int, help="default 20 (with --resume: the run's own)")
     g.add_argument("--batch-size", type=int, default=128)
     g.add_argument("--lr", type=float, default=1e-3)
-    g.add_argument("--lr-schedule", choices=["cosine", "none"], default="cosine")
+    g.add_argument("--lr-schedule", choices=["cosine", "step", "none"], default="cosine")
+    g.add_argument("--lr-step", type=int, default=30, help="step schedule: epochs per step")
+    g.add_argument("--lr-gamma", type=float, default=0.1, help="step schedule: factor")
     g.add_argument("--lambda-w", type=float, default=1e-4, help="L2 weight (paper: 1e-4)")
     g.add_argument("--lambda-tr", type=float, help="kernel regularisation weight")
     g.add_argument("--lambda-tb", type=float, help="TB spike-proxy weight")
@@ -64,7 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--sr-target", type=int, help="SR target epoch (0 = off; default: epochs/4)")
     g.add_argument("--reg-start", type=int, help="epoch TR and TB start (default: SR target)")
     g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 …")
+    g.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda, "
+                   "cuda:1 …; under torchrun each process takes its local rank's GPU")
+    g.add_argument("--no-bf16", action="store_true", help="no bf16 autocast on CUDA")
     k = train.add_argument_group("kernel and model")
     k.add_argument("--T", type=int, default=32, help="time window per layer")
     k.add_argument("--tau0", type=float, default=10.0)
@@ -75,6 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--width", type=float, help="vgg16 width multiplier")
     k.add_argument("--pool", choices=["max", "avg"], help="pooling of cnn and vgg16")
     train.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_data_arguments(train.add_argument_group("dataset options"))
 
     ev = sub.add_parser("evaluate", help="accuracy and efficiency figures of a checkpoint")
     ev.add_argument("checkpoint")
@@ -100,10 +111,43 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _train(args: argparse.Namespace) -> int:
     out = Path(args.out)
+    device = _device(args.device)
+    ctx = distributed.setup(device)
+    device = distributed.device_for(ctx, device)
+    try:
+        if args.resume:
+            network, data, cfg, meta, resume_from = _resume_setup(args, out)
+        else:
+            network, data, cfg, meta = _new_run_setup(args, out, ctx)
+            resume_from = None
+        run = RunDirectory(out) if ctx.is_main else None
+        start = time.perf_counter()
+        history = fit(network, data.train, data.val, cfg, device, progress=not args.quiet,
+                      run=run, resume_from=resume_from, metadata=meta, dist_ctx=ctx)
+        wall = time.perf_counter() - start
+        if not ctx.is_main:
+            return 0
+        network.cpu()
+        result = evaluate(network, batches(data.val, 512))
+        run.write_json({"final": result, "wall_seconds": wall, "training": cfg.to_dict(),
+                        "world_size": ctx.world_size, **meta, "history": history})
+        run.close()
+        title = (f"{network.config.name} on {meta['dataset']['name']} (validation split, "
+                 f"{'TTFS' if network.is_spiking else 'ReLU'} evaluation)")
+        print(format_report(result, title=title))
+        print(f"trained in {wall:.1f}s; wrote {run.checkpoint} and {out / 'metrics.json'}")
+        return 0
+    finally:
+        distributed.teardown(ctx)
+
+
+def _new_run_setup(args, out: Path, ctx):
     if (out / "checkpoint.pt").exists() and not args.overwrite:
-        raise ConfigError(f"{out} already holds checkpoint.pt; pass --overwrite or another --out")
+        raise ConfigError(f"{out} already holds checkpoint.pt; pass --resume to continue it, "
+                          "--overwrite to replace it, or another --out")
     preset = get_preset(args.preset)
-    data = load_dataset(args.dataset, args.data_dir)
+    options = dataset_options(args)
+    data = load_dataset(args.dataset, args.data_dir, **options)
     model_name = args.model or DEFAULT_MODEL.get(args.dataset, "cnn")
     x_max0 = args.x_max0 if args.x_max0 is not None else preset["x_max0"]
     td0 = args.td0 if args.td0 is not None else td_for_x_max(x_max0, args.tau0)
@@ -114,30 +158,46 @@ def _train(args: argparse.Namespace) -> int:
                         theta0=args.theta0, grad_mode=args.grad_mode, **model_kw)
     spiking = args.activation == "ttfs"
     cfg = TrainConfig(
-        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, lr_schedule=args.lr_schedule,
+        epochs=args.epochs or 20, batch_size=args.batch_size, lr=args.lr,
+        lr_schedule=args.lr_schedule, lr_step=args.lr_step, lr_gamma=args.lr_gamma,
         lambda_w=args.lambda_w,
         lambda_tr=_pick(args.lambda_tr, preset["lambda_tr"]) if spiking else 0.0,
         lambda_tb=_pick(args.lambda_tb, preset["lambda_tb"]) if spiking else 0.0,
         tb_mode=args.tb_mode,
         sr_target=_pick(args.sr_target, preset["sr_target"]) if spiking else 0,
-        reg_start=args.reg_start, seed=args.seed)
-    device = _device(args.device)
-    out.mkdir(parents=True, exist_ok=True)
-    start = time.perf_counter()
-    history = fit(network, data.train, data.val, cfg, device, progress=not args.quiet)
-    wall = time.perf_counter() - start
-    network.cpu()
-    meta = {"training": cfg.to_dict(), "preset": args.preset,
-            "dataset": {"name": args.dataset, "data_dir": _abs(args.data_dir)},
-            "history": history}
-    save_checkpoint(out / "checkpoint.pt", network, **meta)
-    result = evaluate(network, batches(data.val, 512))
-    metrics = {"final": result, "wall_seconds": wall, "model": model_name, **meta}
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    print(format_report(result, title=f"{model_name} on {args.dataset} (validation split, "
-                        f"{'TTFS' if spiking else 'ReLU'} evaluation)"))
-    print(f"trained in {wall:.1f}s; wrote {out / 'checkpoint.pt'} and {out / 'metrics.json'}")
-    return 0
+        reg_start=args.reg_start, seed=args.seed, bf16=not args.no_bf16)
+    if ctx.is_main and args.overwrite:
+        for stale in ("checkpoint.pt", "checkpoint.prev.pt", "metrics.csv", "metrics.json"):
+            (out / stale).unlink(missing_ok=True)
+    ctx.barrier()
+    meta = {"preset": args.preset, "model": model_name,
+            "dataset": {"name": args.dataset, "data_dir": _abs(args.data_dir),
+                        "options": options}}
+    return network, data, cfg, meta
+
+
+def _resume_setup(args, out: Path):
+    if args.overwrite:
+        raise ConfigError("--resume and --overwrite contradict each other; pick one")
+    ckpt = RunDirectory(out, tensorboard=False).latest_readable(
+        warn=lambda m: print(m, file=sys.stderr))
+    if ckpt is None:
+        raise ConfigError(f"nothing to resume in {out}: it holds no checkpoint; run without "
+                          "--resume to start")
+    if "optimizer" not in ckpt or "epoch" not in ckpt:
+        raise CheckpointError(f"{out}/checkpoint.pt holds no training state to resume from")
+    network = TTFSNetwork(NetworkConfig.from_dict(ckpt["network"]))
+    training = dict(ckpt["training"])
+    if args.epochs is not None:
+        training["epochs"] = args.epochs
+    cfg = TrainConfig(**training)
+    dataset = ckpt.get("dataset", {})
+    data = load_dataset(dataset["name"], dataset.get("data_dir"), **dataset.get("options", {}))
+    meta = {k: ckpt[k] for k in ("preset", "model", "dataset") if k in ckpt}
+    if ckpt["epoch"] >= cfg.epochs:
+        print(f"{out}: all {cfg.epochs} epochs are done; pass --epochs N to train further",
+              file=sys.stderr)
+    return network, data, cfg, meta, ckpt
 
 
 def _evaluate(args: argparse.Namespace) -> int:
@@ -216,6 +276,8 @@ def _abs(path: str | None) -> str | None:
 
 
 def _device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         device = torch.device(name)
     except RuntimeError:
@@ -225,8 +287,57 @@ def _device(name: str) -> torch.device:
     return device
 
 
+def _parse(argv: list[str] | None) -> argparse.Namespace:
+    """Parse, letting ``--config FILE`` provide defaults that explicit flags override."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "config", None):
+        values = read_config(args.config, _train_dests(parser))
+        train_parser = _subparser(parser, "train")
+        train_parser.set_defaults(**values)
+        args = parser.parse_args(argv)
+        args.config_values = values
+    return args
+
+
+def _subparser(parser: argparse.ArgumentParser, name: str) -> argparse.ArgumentParser:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return action.choices[name]
+    raise KeyError(name)
+
+
+def _train_dests(parser: argparse.ArgumentParser) -> set[str]:
+    return {a.dest for a in _subparser(parser, "train")._actions} - {"help", "config"}
+
+
+def read_config(path: str, known: set[str]) -> dict:
+    """Flag values from a TOML file (keys are flag names, with ``-`` or ``_``)."""
+    try:
+        import tomllib
+    except ImportError:  # Python 3.10
+        import tomli as tomllib
+    file = Path(path)
+    if not file.is_file():
+        raise ConfigError(f"config file {file} does not exist")
+    try:
+        raw = tomllib.loads(file.read_text())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{file} is not valid TOML ({exc})") from None
+    values = {key.replace("-", "_"): value for key, value in raw.items()}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ConfigError(f"{file}: unknown key(s) {', '.join(unknown)}; valid keys are the "
+                          f"flags of 'ttfs train', e.g. {', '.join(sorted(known)[:6])} …")
+    return values
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = _parse(argv)
+    except TTFSError as exc:
+        print(f"ttfs: error: {exc}", file=sys.stderr)
+        return 2
     try:
         command = {"train": _train, "evaluate": _evaluate, "export": _export}[args.command]
         return command(args)

@@ -108,6 +108,9 @@ def ttfs_activation(
     """
     check_window(T)
     check_grad_mode(grad_mode)
+    if z.dtype in (torch.float16, torch.bfloat16):
+        # Under autocast: spike times need float32 thresholds (bf16 has an 8-bit mantissa).
+        z = z.float()
     # Tables are computed in the parameters' dtype and cast to z's, exactly as
     # TemporalKernel.thresholds() does, so every caller sees the same thresholds.
     tau = torch.as_tensor(tau, device=z.device)

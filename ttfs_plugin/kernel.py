@@ -90,7 +90,7 @@ def encode(u: Tensor, thresholds: Tensor) -> Tensor:
     """
     ascending = thresholds.detach().to(u.dtype).flip(0).contiguous()
     T = ascending.numel()
-    t = T - torch.bucketize(u.detach(), ascending, right=True)
+    t = T - torch.bucketize(u.detach().contiguous(), ascending, right=True)
     # NaN compares false with every threshold: never fires (bucketize would say t = 0).
     return t.masked_fill_(torch.isnan(u.detach()), T)
 

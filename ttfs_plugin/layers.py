@@ -91,6 +91,7 @@ class TTFSActivation(nn.Module):
         self.kernel = TemporalKernel(T, tau, td, theta0)
         self.grad_mode = F.check_grad_mode(grad_mode)
         self.relax_probability = 0.0
+        self.relax_generator: torch.Generator | None = None  # SR draws (same on every rank)
 
     @property
     def T(self) -> int:
@@ -102,7 +103,8 @@ class TTFSActivation(nn.Module):
 
     def forward(self, z: Tensor) -> Tensor:
         if (self.training and self.relaxable and self.relax_probability > 0
-                and torch.rand(()).item() < self.relax_probability):
+                and torch.rand((), generator=self.relax_generator).item()
+                < self.relax_probability):
             return F.relaxed_activation(z, self.theta0)
         return F.ttfs_activation(z, self.kernel.effective_tau(), self.kernel.td, self.T,
                                  self.theta0, self.grad_mode)

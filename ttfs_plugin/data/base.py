@@ -39,3 +39,9 @@ def tensor_split(images: torch.Tensor, labels: torch.Tensor, n_train: int
     """First ``n_train`` samples for training, the rest for validation."""
     return (TensorDataset(images[:n_train], labels[:n_train]),
             TensorDataset(images[n_train:], labels[n_train:]))
+
+
+def natural_key(name: str) -> tuple:
+    """Sort key putting ``2.png`` before ``10.png`` (numbered files by number, others after)."""
+    stem = name.rsplit("/", 1)[-1].split(".", 1)[0]
+    return (0, int(stem), name) if stem.isdigit() else (1, 0, name)

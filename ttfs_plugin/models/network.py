@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
+import torch
 from torch import Tensor, nn
 
 from ..errors import ConfigError
@@ -36,11 +37,14 @@ class TTFSNetwork(nn.Sequential):
         """``(name, module)`` of every spiking layer in order, the input encoder first."""
         return [(n, m) for n, m in self.named_children() if hasattr(m, "count_spikes")]
 
-    def set_relaxation(self, probability: float) -> None:
-        """Set the stochastic-relaxation probability of every hidden TTFS neuron."""
+    def set_relaxation(self, probability: float,
+                       generator: torch.Generator | None = None) -> None:
+        """Set the stochastic-relaxation probability of every hidden TTFS neuron (and the
+        generator of their draws: the same seed on every rank keeps DDP ranks in step)."""
         for module in self.modules():
             if isinstance(module, TTFSActivation):
                 module.relax_probability = float(probability)
+                module.relax_generator = generator
 
     @property
     def is_spiking(self) -> bool:

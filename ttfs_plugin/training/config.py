@@ -22,7 +22,9 @@ class TrainConfig:
     epochs: int = 20
     batch_size: int = 128
     lr: float = 1e-3
-    lr_schedule: str = "cosine"  # or "none"
+    lr_schedule: str = "cosine"  # "cosine", "step" or "none"
+    lr_step: int = 30  # step schedule: multiply the rate by lr_gamma every lr_step epochs
+    lr_gamma: float = 0.1
     lambda_w: float = 1e-4
     lambda_tr: float = 0.0
     lambda_tb: float = 0.0
@@ -30,6 +32,7 @@ class TrainConfig:
     sr_target: int | None = 0
     reg_start: int | None = None
     seed: int = 0
+    bf16: bool = True  # bf16 autocast, on CUDA only (TTFS activations stay in float32)
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
@@ -41,8 +44,11 @@ class TrainConfig:
         for name in ("lambda_w", "lambda_tr", "lambda_tb"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
-        if self.lr_schedule not in ("cosine", "none"):
-            raise unknown_name("LR schedule", self.lr_schedule, ("cosine", "none"))
+        if self.lr_schedule not in ("cosine", "step", "none"):
+            raise unknown_name("LR schedule", self.lr_schedule, ("cosine", "step", "none"))
+        if self.lr_step < 1 or not 0 < self.lr_gamma <= 1:
+            raise ConfigError(f"step schedule needs lr_step >= 1 and 0 < lr_gamma <= 1, got "
+                              f"{self.lr_step}, {self.lr_gamma}")
         check_spike_proxy_mode(self.tb_mode)
         if self.sr_target is not None and self.sr_target < 0:
             raise ConfigError(f"SR target epoch must be >= 0 (0 = off), got {self.sr_target}")
