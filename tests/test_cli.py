@@ -109,7 +109,8 @@ def _fails_with(capsys, message, *args):
 
 
 def test_unknown_names(tmp_path, capsys):
-    _fails_with(capsys, "unknown dataset 'cifar7'; choose one of: digits, mnist-idx",
+    _fails_with(capsys, "unknown dataset 'cifar7'; choose one of: cifar10, cifar100, cifar10dvs, "
+                "digits, dvsgesture, fashion-mnist, image-folder, mnist, mnist-idx, nmnist",
                 "train", "--dataset", "cifar7", "--out", tmp_path)
     _fails_with(capsys, "unknown model 'resnet'", "train", "--model", "resnet", "--out", tmp_path)
     _fails_with(capsys, "unknown preset 'sm+xx'", "train", "--preset", "sm+xx", "--out", tmp_path)
@@ -158,7 +159,8 @@ def test_bad_checkpoints(tmp_path, capsys, digits_run):
 
 def test_existing_checkpoint_is_not_overwritten(digits_run, capsys):
     before = (digits_run / "checkpoint.pt").read_bytes()
-    _fails_with(capsys, "already holds checkpoint.pt; pass --overwrite", "train", "--out",
+    _fails_with(capsys, "already holds checkpoint.pt; pass --resume to continue it, --overwrite",
+                "train", "--out",
                 digits_run)
     assert (digits_run / "checkpoint.pt").read_bytes() == before
 
@@ -169,3 +171,14 @@ def test_console_entry_point_prints_one_line_not_a_traceback(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.strip().startswith("ttfs train: error: unknown dataset 'nope'")
     assert "Traceback" not in proc.stderr
+
+
+def test_evaluate_replays_the_event_settings_of_training(shared_data, tmp_path, capsys):
+    out = tmp_path / "nmnist"
+    assert run_cli("train", "--dataset", "nmnist", "--data-dir", shared_data / "nmnist1k",
+                   "--time-bins", "2", "--epochs", "1", "--batch-size", "64", "--out", out,
+                   "--quiet") == 0
+    capsys.readouterr()
+    assert run_cli("evaluate", out / "checkpoint.pt", "--json") == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["samples"] == 100 and result["per_layer"][0]["neurons"] == 4 * 34 * 34

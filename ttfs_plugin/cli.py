@@ -28,12 +28,12 @@ from .training import (
     RunDirectory,
     TrainConfig,
     batches,
+    distributed,
     fit,
     get_preset,
     seed_everything,
     td_for_x_max,
 )
-from .training import distributed
 
 DEFAULT_MODEL = {"digits": "mlp"}  # every other dataset: "cnn"
 
@@ -158,7 +158,7 @@ def _new_run_setup(args, out: Path, ctx):
                         theta0=args.theta0, grad_mode=args.grad_mode, **model_kw)
     spiking = args.activation == "ttfs"
     cfg = TrainConfig(
-        epochs=args.epochs or 20, batch_size=args.batch_size, lr=args.lr,
+        epochs=20 if args.epochs is None else args.epochs, batch_size=args.batch_size, lr=args.lr,
         lr_schedule=args.lr_schedule, lr_step=args.lr_step, lr_gamma=args.lr_gamma,
         lambda_w=args.lambda_w,
         lambda_tr=_pick(args.lambda_tr, preset["lambda_tr"]) if spiking else 0.0,
@@ -207,7 +207,10 @@ def _evaluate(args: argparse.Namespace) -> int:
     if name is None:
         raise ConfigError("the checkpoint does not record its dataset; pass --dataset")
     data_dir = args.data_dir if args.dataset or args.data_dir else trained_on.get("data_dir")
-    data = load_dataset(name, data_dir)
+    # the training run's event/frame settings, never its augmentation or download
+    options = dict(trained_on.get("options", {})) if name == trained_on.get("name") else {}
+    options.update(augment=False, download=False)
+    data = load_dataset(name, data_dir, **options)
     if tuple(data.in_shape) != tuple(network.config.in_shape):
         raise ConfigError(f"dataset {name!r} has inputs {data.in_shape}, the checkpoint's model "
                           f"expects {tuple(network.config.in_shape)}")

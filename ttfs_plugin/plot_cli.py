@@ -1,0 +1,199 @@
+"""``ttfs plot RUN_OR_CHECKPOINT --out DIR``: the figures of a trained run, as image files.
+
+Writes ``training_curves`` (from the run's ``metrics.json`` / ``metrics.csv``, else the
+checkpoint's history), ``kernels``, ``kernel_parameters`` (when the history records kernel
+snapshots) and, from a few samples of the checkpoint's dataset, ``preactivations`` (the
+paper's Fig. 7), ``spikes_per_layer`` and ``spike_raster`` (a time-stepped snnTorch
+simulation when snnTorch is installed, else the surrogate's spike times, which SPEC §8 makes
+identical).
+
+The ``ttfs`` command adds it with :func:`add_plot_parser` and dispatches to :func:`run_plot`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+
+from .errors import CheckpointError, ConfigError
+
+BACKENDS = ("auto", "snntorch", "norse", "surrogate")
+FORMATS = ("png", "pdf", "svg")
+
+
+def add_plot_parser(subparsers) -> argparse.ArgumentParser:
+    """Add the ``plot`` sub-command to an argparse ``subparsers`` object; returns its parser."""
+    p = subparsers.add_parser(
+        "plot", help="figures of a run: training curves, kernels, pre-activations, spikes",
+        description=__doc__.splitlines()[0])
+    p.add_argument("run", metavar="RUN_OR_CHECKPOINT",
+                   help="run folder written by 'ttfs train --out DIR', or a checkpoint.pt")
+    p.add_argument("--out", help="folder for the figures (default: RUN/plots)")
+    p.add_argument("--dataset", help="default: the one the checkpoint was trained on")
+    p.add_argument("--data-dir", help="default: the one it was trained with")
+    p.add_argument("--split", choices=("train", "val"), default="val",
+                   help="split the samples come from")
+    p.add_argument("--samples", type=int, default=256,
+                   help="samples for the pre-activation histograms and spike counts")
+    p.add_argument("--sample", type=int, default=0,
+                   help="which of them the spike raster shows")
+    p.add_argument("--max-neurons", type=int, default=100,
+                   help="neurons per layer in the spike raster")
+    p.add_argument("--backend", choices=BACKENDS, default="auto",
+                   help="spike raster from a time-stepped simulation (auto: snnTorch if "
+                        "installed) or from the surrogate's spike times")
+    p.add_argument("--format", choices=FORMATS, default="png")
+    p.add_argument("--dpi", type=int, default=120)
+    return p
+
+
+def _locate(target: Path) -> tuple[Path | None, Path | None, Path]:
+    """``(checkpoint, metrics file, run folder)`` of a run folder or a checkpoint file."""
+    if not target.exists():
+        raise ConfigError(f"{target} does not exist; pass a run folder written by "
+                          "'ttfs train --out DIR' or its checkpoint.pt")
+    folder = target if target.is_dir() else target.parent
+    metrics = next((folder / n for n in ("metrics.json", "metrics.csv")
+                    if (folder / n).is_file()), None)
+    if target.is_file():
+        if target.suffix in (".json", ".csv"):
+            return None, target, folder
+        return target, metrics, folder
+    checkpoint = next((folder / n for n in ("checkpoint.pt", "checkpoint.prev.pt")
+                       if (folder / n).is_file()), None)
+    if checkpoint is None and metrics is None:
+        raise ConfigError(f"{target} holds no checkpoint.pt, metrics.json or metrics.csv; "
+                          "pass a run folder written by 'ttfs train --out DIR'")
+    return checkpoint, metrics, folder
+
+
+def _samples(network, ckpt: dict, args) -> tuple[torch.Tensor, torch.Tensor, str]:
+    from .data import load_dataset
+    from .training import batches
+
+    trained_on = ckpt.get("dataset") or {}
+    name = args.dataset or trained_on.get("name")
+    if name is None:
+        raise ConfigError("the checkpoint does not record its dataset; pass --dataset")
+    if args.dataset or args.data_dir:
+        data_dir, options = args.data_dir, {}
+    else:
+        data_dir, options = trained_on.get("data_dir"), dict(trained_on.get("options") or {})
+    options.pop("download", None)  # plotting never fetches data
+    options.pop("augment", None)   # nor augments it
+    data = load_dataset(name, data_dir, **options)
+    if tuple(data.in_shape) != tuple(network.config.in_shape):
+        raise ConfigError(f"dataset {name!r} has inputs {tuple(data.in_shape)}, the "
+                          f"checkpoint's model expects {tuple(network.config.in_shape)}")
+    try:
+        x, y = next(iter(batches(data.split(args.split), args.samples)))
+    except StopIteration:
+        raise ConfigError(f"the {args.split} split of {name!r} holds no samples") from None
+    dtype = next(network.parameters()).dtype
+    return x.to(dtype), y, name
+
+
+def _raster_times(network, x: torch.Tensor, backend: str) -> tuple[dict, str]:
+    """Spike times of ``x`` from a time-stepped simulation, or from the surrogate."""
+    from .simulation import load_adapter, surrogate_spike_times
+
+    order = {"auto": ("snntorch", "norse"), "surrogate": ()}.get(backend, (backend,))
+    for name in order:
+        try:
+            adapter = load_adapter(name)
+        except ConfigError:
+            if backend != "auto":
+                raise
+            continue
+        net = getattr(adapter, f"to_{name}")(network)
+        with torch.no_grad():
+            return adapter.simulate(net, x).spike_times, f"{name} simulation"
+    return surrogate_spike_times(network, x)[1], "surrogate"
+
+
+def run_plot(args: argparse.Namespace) -> int:
+    """Write the figures of ``args.run`` into ``args.out``; print each path written.
+
+    Everything that can fail (paths, checkpoint, dataset, sample index) is checked before the
+    first file is written.
+    """
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        raise ConfigError("'ttfs plot' needs matplotlib: pip install 'ttfs-plugin[plot]'"
+                          ) from None
+    from . import plot
+
+    if args.samples < 1:
+        raise ConfigError(f"--samples must be >= 1, got {args.samples}")
+    if args.max_neurons < 1:
+        raise ConfigError(f"--max-neurons must be >= 1, got {args.max_neurons}")
+    target = Path(args.run)
+    checkpoint, metrics, folder = _locate(target)
+    out = Path(args.out) if args.out else folder / "plots"
+
+    network, ckpt = None, {}
+    if checkpoint is not None:
+        from .checkpoint import load_checkpoint
+
+        network, ckpt = load_checkpoint(checkpoint)
+    history = plot.load_history(metrics) if metrics is not None else []
+    if not history:
+        history = list(ckpt.get("history") or [])
+    spiking = network is not None and network.is_spiking
+    if not history and not spiking:
+        if network is None:
+            raise ConfigError(f"{target} records no training history: nothing to plot")
+        raise CheckpointError(f"{checkpoint} is a ReLU network with no training history: "
+                              "nothing to plot (no spikes or kernels either)")
+    if spiking:
+        x, y, name = _samples(network, ckpt, args)
+        if not -x.shape[0] <= args.sample < x.shape[0]:
+            raise ConfigError(f"--sample {args.sample} is out of range: {x.shape[0]} samples "
+                              "loaded (raise --samples)")
+
+    written: list[Path] = []
+
+    def save(fig, stem: str) -> None:
+        written.append(plot.save_figure(fig, out / f"{stem}.{args.format}", dpi=args.dpi))
+        print(written[-1])
+
+    if history:
+        title = network.config.name if network is not None else ""
+        if (ckpt.get("dataset") or {}).get("name"):
+            title += f" on {ckpt['dataset']['name']}"
+        save(plot.training_curves(history, title=title), "training_curves")
+    else:
+        print(f"ttfs plot: {target} records no training history; no training curves",
+              file=sys.stderr)
+    if network is None:
+        print(f"ttfs plot: {target} holds no checkpoint; wrote only the training curves",
+              file=sys.stderr)
+        return 0
+    if not spiking:
+        print(f"ttfs plot: {checkpoint} is a ReLU network: no spikes or kernels to plot; "
+              "wrote only the training curves", file=sys.stderr)
+        return 0
+
+    save(plot.kernel_curves(network), "kernels")
+    if any(isinstance(r, dict) and "kernels" in r for r in history):
+        save(plot.kernel_parameters(history), "kernel_parameters")
+    save(plot.preactivation_histograms(network, x), "preactivations")
+
+    from .metrics import evaluate
+
+    result = evaluate(network, [(x, y)])
+    save(plot.spikes_per_layer(result, title=(
+        f"{result['spikes_per_sample']:.4g} spikes per sample, {100 * result['accuracy']:.1f} % "
+        f"accuracy\n({result['samples']} {args.split} samples of {name})")), "spikes_per_layer")
+
+    one = x[args.sample:][:1]
+    times, source = _raster_times(network, one, args.backend)
+    save(plot.spike_raster(times, network.config.T, 0, args.max_neurons, title=(
+        f"first spikes of {args.split} sample {args.sample} (label {int(y[args.sample])}), "
+        f"{source}")), "spike_raster")
+    print(f"wrote {len(written)} figures to {out}")
+    return 0
