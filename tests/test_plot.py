@@ -233,7 +233,7 @@ def trained_run(tmp_path_factory):
     from ttfs_plugin.cli import main
 
     out = tmp_path_factory.mktemp("plot") / "run"
-    assert main(["train", "--epochs", "2", "--batch-size", "256", "--out", str(out),
+    assert main(["train", "--epochs", "2", "--batch-size", "512", "--out", str(out),
                  "--quiet"]) == 0
     return out
 

@@ -1,4 +1,4 @@
-"""The ``ttfs`` command: ``ttfs train``, ``ttfs evaluate`` and ``ttfs export``.
+"""The ``ttfs`` command: ``ttfs train``, ``evaluate``, ``export`` and ``plot``.
 
 Errors the user can fix (unknown names, bad values, missing data, damaged checkpoints) end the
 command with one line on stderr and exit status 2, never a traceback.
@@ -22,6 +22,7 @@ from .errors import CheckpointError, ConfigError, TTFSError
 from .functional import GRAD_MODES, SPIKE_PROXY_MODES
 from .metrics import evaluate
 from .models import MODELS, NetworkConfig, TTFSNetwork, get_model
+from .plot_cli import add_plot_parser, run_plot
 from .simulation import BACKENDS, evaluate_backend, load_adapter
 from .training import (
     PRESETS,
@@ -106,6 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--out", required=True, help="file to write (load it with "
                     "ttfs_plugin.<backend>.load(FILE))")
     ex.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+    add_plot_parser(sub)
     return parser
 
 
@@ -342,7 +344,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"ttfs: error: {exc}", file=sys.stderr)
         return 2
     try:
-        command = {"train": _train, "evaluate": _evaluate, "export": _export}[args.command]
+        command = {"train": _train, "evaluate": _evaluate, "export": _export,
+                   "plot": run_plot}[args.command]
         return command(args)
     except TTFSError as exc:
         print(f"ttfs {args.command}: error: {exc}", file=sys.stderr)

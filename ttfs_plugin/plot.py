@@ -208,9 +208,9 @@ def spike_raster(spike_times, T: int | None = None, sample: int = 0,
         if layer["offset"]:
             ax.axhline(layer["offset"] - 0.5, color="0.85", lw=0.6, zorder=0)
         ticks.append(layer["offset"] + (layer["shown"] - 1) / 2)
-        shown = ("" if layer["shown"] == layer["neurons"]
-                 else f", {layer['shown']} of {layer['neurons']} shown")
-        labels.append(f"{layer['name']}\n{layer['spikes']} spikes{shown}")
+        shown = "" if layer["shown"] == layer["neurons"] else f" ({layer['shown']} shown)"
+        labels.append(f"{layer['name']}\n{layer['spikes']} spikes / {layer['neurons']} "
+                      f"neurons{shown}")
     ax.set_yticks(ticks, labels, fontsize="x-small")
     for tick, layer in zip(ax.get_yticklabels(), layers):
         tick.set_color(_layer_colour(layer["index"]))

@@ -28,7 +28,9 @@ def add_plot_parser(subparsers) -> argparse.ArgumentParser:
     """Add the ``plot`` sub-command to an argparse ``subparsers`` object; returns its parser."""
     p = subparsers.add_parser(
         "plot", help="figures of a run: training curves, kernels, pre-activations, spikes",
-        description=__doc__.splitlines()[0])
+        description="Write the figures of a trained run as image files: training curves, "
+                    "temporal kernels, pre-activation histograms (the paper's Fig. 7), spikes "
+                    "per layer and a spike raster.")
     p.add_argument("run", metavar="RUN_OR_CHECKPOINT",
                    help="run folder written by 'ttfs train --out DIR', or a checkpoint.pt")
     p.add_argument("--out", help="folder for the figures (default: RUN/plots)")

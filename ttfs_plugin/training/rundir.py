@@ -63,6 +63,7 @@ class RunDirectory:
     def log_epoch(self, record: dict) -> None:
         """Append one row to ``metrics.csv`` (and TensorBoard scalars)."""
         path = self.path / "metrics.csv"
+        record = {k: v for k, v in record.items() if not isinstance(v, (dict, list))}
         fields = list(record)
         new = not path.exists()
         if not new:

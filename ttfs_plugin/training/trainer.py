@@ -159,6 +159,8 @@ def fit(network: nn.Module, train_set: Dataset, val_set: Dataset | None, cfg: Tr
             if "spikes_per_sample" in val:
                 record["val_spikes_per_sample"] = val["spikes_per_sample"]
                 record["val_sparsity"] = val["sparsity"]
+        record["kernels"] = {name: [float(k.effective_tau()), float(k.td)]
+                             for name, k in _kernels(network)}
         history.append(record)
         if ctx.is_main:
             if run is not None:
@@ -176,6 +178,14 @@ def fit(network: nn.Module, train_set: Dataset, val_set: Dataset | None, cfg: Tr
     if hasattr(network, "set_relaxation"):
         network.set_relaxation(0.0)
     return history
+
+
+def _kernels(network: nn.Module):
+    """``(layer name, TemporalKernel)`` of every spiking layer (for Fig. 5 of the paper)."""
+    for name, module in network.named_modules():
+        kernel = getattr(module, "kernel", None)
+        if hasattr(module, "count_spikes") and kernel is not None:
+            yield name, kernel
 
 
 def _summary(record: dict) -> str:
