@@ -4,14 +4,15 @@ PYTHON ?= python3
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.ttfs-installed
 
-.PHONY: demo test setup lint clean
+.PHONY: demo test setup lint clean docs docs-serve notebooks
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml requirements-pinned.txt
+$(STAMP): pyproject.toml requirements-pinned.txt requirements-docs.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-pinned.txt
 	$(PY) -m pip install --quiet --disable-pip-version-check -c requirements-pinned.txt -e ".[all,dev]"
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-docs.txt
 	touch $(STAMP)
 
 # Main job: train a TTFS MLP on scikit-learn's digits and print accuracy and efficiency figures.
@@ -24,7 +25,18 @@ test: $(STAMP)
 	if [ $$status -eq 5 ]; then echo "make test: no tests ran" >&2; fi; exit $$status
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check ttfs_plugin tests
+	$(VENV)/bin/ruff check ttfs_plugin tests examples benchmarks
+
+# The documentation site (MkDocs Material + mkdocstrings) into site/.
+docs: $(STAMP)
+	$(VENV)/bin/mkdocs build --strict
+
+docs-serve: $(STAMP)
+	$(VENV)/bin/mkdocs serve
+
+# Refresh the stored outputs of the tutorial notebooks (SMALL=1 runs).
+notebooks: $(STAMP)
+	for f in examples/[0-9][0-9]_*.py; do SMALL=1 $(VENV)/bin/jupytext --to ipynb --execute $$f || exit 1; done
 
 clean:
-	rm -rf runs .pytest_cache
+	rm -rf runs .pytest_cache site

@@ -31,10 +31,14 @@
 
 # %%
 # %matplotlib inline
+# ruff: noqa: E402
 import os
 import time
+import warnings
 
 import torch
+
+warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm without ipywidgets
 
 from ttfs_plugin import plot
 from ttfs_plugin import snntorch as tsnn
@@ -45,7 +49,7 @@ from ttfs_plugin.simulation import agreement, surrogate_spike_times
 from ttfs_plugin.training import TrainConfig, batches, fit, seed_everything
 
 SMALL = os.environ.get("SMALL", "0") == "1"
-EPOCHS = 6 if SMALL else 30
+EPOCHS = 4 if SMALL else 30
 seed_everything(0)
 print(f"SMALL={SMALL}: {EPOCHS} epochs, torch {torch.__version__}, "
       f"{torch.get_num_threads()} CPU threads")
@@ -160,7 +164,9 @@ plot.spikes_per_layer(result)
 #
 # `result.efficiency()` gives the same figures as `metrics.evaluate` for the simulated batch:
 # spikes per sample, spikes per neuron (sparsity), spike rate, latency `(L+1)·T` and the energy
-# normalised to the TSC reference (Han & Roy 2020) for TrueNorth and SpiNNaker.
+# normalised to the TSC reference (Han & Roy 2020) for TrueNorth and SpiNNaker. That reference
+# is the paper's CIFAR-10 network, so on digits the energy only compares networks with each
+# other (`result.efficiency(reference="1e5,512")`: another one, as spikes and time steps).
 
 # %%
 eff = result.efficiency()

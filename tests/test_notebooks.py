@@ -9,8 +9,9 @@ with ``examples/NN_name.ipynb`` (what Jupyter opens and the docs site renders). 
   on 2 CPU cores) in a fresh Jupyter kernel running this interpreter, with the notebook's
   folder as working directory, and fail on any cell error.
 
-They are part of the default run (CI executes every notebook); they need the ``dev`` extra's
-``jupytext``, ``nbclient``, ``nbformat`` and ``ipykernel``.
+They are part of the default run (CI executes every notebook; about 4 minutes in all on 2 CPU
+cores) and carry the ``notebooks`` marker (``pytest -m "not notebooks"`` leaves them out). They
+need the ``dev`` extra's ``jupytext``, ``nbclient``, ``nbformat`` and ``ipykernel``.
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ NEEDS_DATA = {"02_cifar10_vgg16": "cifar10_200", "03_neuromorphic_nmnist": "nmni
               "04_convert_your_model": "mnist9k", "05_ablation": "mnist9k"}
 CELL_TIMEOUT_S = 600
 KERNEL_NAME = "ttfs-notebook-tests"
+
+pytestmark = pytest.mark.notebooks
 
 jupytext = pytest.importorskip("jupytext", reason="pip install jupytext (the dev extra)")
 nbformat = pytest.importorskip("nbformat", reason="pip install nbformat (the dev extra)")
@@ -79,7 +82,8 @@ def test_notebook_runs(name, kernel_dir, monkeypatch, request):
     monkeypatch.setenv("SMALL", "1")
     monkeypatch.setenv("JUPYTER_PATH", str(kernel_dir))
     notebook = jupytext.read(EXAMPLES / f"{name}.py")
-    client = nbclient.NotebookClient(notebook, timeout=CELL_TIMEOUT_S, kernel_name=KERNEL_NAME,
+    client = nbclient.NotebookClient(notebook, timeout=CELL_TIMEOUT_S, startup_timeout=120,
+                                     kernel_name=KERNEL_NAME,
                                      resources={"metadata": {"path": str(EXAMPLES)}})
     start = time.perf_counter()
     try:

@@ -125,6 +125,16 @@ class TTFSActivation(nn.Module):
         return f"grad_mode={self.grad_mode!r}"
 
 
+def set_relaxation(network: nn.Module, probability: float,
+                   generator: torch.Generator | None = None) -> None:
+    """Set the SR probability (and the generator of the draws: the same seed on every DDP rank
+    keeps the ranks in step) of every TTFS neuron in ``network``, whatever holds it."""
+    for module in network.modules():
+        if hasattr(module, "relax_probability"):
+            module.relax_probability = float(probability)
+            module.relax_generator = generator
+
+
 class InputEncoder(TTFSActivation):
     """Layer 0: input intensities (in [0, 1]) become first-spike times; never relaxed.
 

@@ -157,5 +157,17 @@ def evaluate(network: nn.Module, loader, device: str | torch.device = "cpu",
     result: dict = {"accuracy": correct / total, "samples": total}
     layers = counter.layers()
     if layers:
-        result.update(efficiency_figures(layers, network.config.T, reference))
+        result.update(efficiency_figures(layers, window_length(network), reference))
     return result
+
+
+def window_length(network: nn.Module) -> int:
+    """The shared window ``T`` of a network: its config's, else its first temporal kernel's."""
+    config = getattr(network, "config", None)
+    if config is not None:
+        return config.T
+    for module in network.modules():
+        kernel = getattr(module, "kernel", None)
+        if kernel is not None and hasattr(kernel, "T"):
+            return kernel.T
+    raise ConfigError("the network has no TTFS neuron, so no time window T")

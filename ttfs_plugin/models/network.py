@@ -12,7 +12,14 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import ConfigError
-from ..layers import InputEncoder, TBBatchNorm1d, TBBatchNorm2d, TTFSActivation, check_input
+from ..layers import (
+    InputEncoder,
+    TBBatchNorm1d,
+    TBBatchNorm2d,
+    TTFSActivation,
+    check_input,
+    set_relaxation,
+)
 from .spec import AvgPool, Conv, Dense, Flatten, MaxPool, NetworkConfig
 
 
@@ -40,11 +47,8 @@ class TTFSNetwork(nn.Sequential):
     def set_relaxation(self, probability: float,
                        generator: torch.Generator | None = None) -> None:
         """Set the stochastic-relaxation probability of every hidden TTFS neuron (and the
-        generator of their draws: the same seed on every rank keeps DDP ranks in step)."""
-        for module in self.modules():
-            if isinstance(module, TTFSActivation):
-                module.relax_probability = float(probability)
-                module.relax_generator = generator
+        generator of their draws)."""
+        set_relaxation(self, probability, generator)
 
     @property
     def is_spiking(self) -> bool:

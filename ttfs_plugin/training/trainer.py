@@ -25,11 +25,12 @@ from torch.utils.data import (
     SequentialSampler,
     TensorDataset,
 )
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from ..checkpoint import save_checkpoint
 from ..errors import CheckpointError
 from ..functional import relaxation_probability
+from ..layers import set_relaxation
 from ..metrics import SpikeCounter, evaluate
 from .config import TrainConfig
 from .distributed import DistContext, convert_sync_batchnorm
@@ -121,8 +122,7 @@ def fit(network: nn.Module, train_set: Dataset, val_set: Dataset | None, cfg: Tr
                                generator=torch.Generator().manual_seed(epoch_seed),
                                sampler=sampler)
         p_relax = relaxation_probability(epoch, cfg.sr_target_epoch)
-        if hasattr(network, "set_relaxation"):  # same draws on every rank
-            network.set_relaxation(p_relax, torch.Generator().manual_seed(epoch_seed + 1))
+        set_relaxation(network, p_relax, torch.Generator().manual_seed(epoch_seed + 1))
         regularise = epoch >= cfg.reg_start_epoch
         model.train()
         start = time.perf_counter()
@@ -159,7 +159,7 @@ def fit(network: nn.Module, train_set: Dataset, val_set: Dataset | None, cfg: Tr
             if "spikes_per_sample" in val:
                 record["val_spikes_per_sample"] = val["spikes_per_sample"]
                 record["val_sparsity"] = val["sparsity"]
-        record["kernels"] = {name: [float(k.effective_tau()), float(k.td)]
+        record["kernels"] = {name: [k.effective_tau().item(), k.td.item()]
                              for name, k in _kernels(network)}
         history.append(record)
         if ctx.is_main:
@@ -175,8 +175,7 @@ def fit(network: nn.Module, train_set: Dataset, val_set: Dataset | None, cfg: Tr
             if on_epoch is not None:
                 on_epoch(record)
         ctx.barrier()
-    if hasattr(network, "set_relaxation"):
-        network.set_relaxation(0.0)
+    set_relaxation(network, 0.0)
     return history
 
 

@@ -1,0 +1,83 @@
+"""Smoke tests of the benchmark suites: each runs on its ``--tiny`` setting into ``tmp_path`` (never
+into docs/) and must write its markdown section and raw JSON with the expected columns."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+pytest.importorskip("snntorch")
+pytest.importorskip("norse")
+
+from benchmarks import run as bench  # noqa: E402
+from benchmarks.common import SUITES, write_section  # noqa: E402
+from benchmarks.suite_ablation import COLUMNS as ABLATION_COLUMNS  # noqa: E402
+from benchmarks.suite_scale import COLUMNS as SCALE_COLUMNS  # noqa: E402
+from benchmarks.suite_sim import COLUMNS as SIM_COLUMNS  # noqa: E402
+from benchmarks.suite_train import COLUMNS as TRAIN_COLUMNS  # noqa: E402
+
+EXPECTED = {
+    "train": (TRAIN_COLUMNS, 6, {"test accuracy", "spikes/sample", "spikes/neuron", "time steps",
+                                 "peak RSS (MiB)"}),
+    "sim": (SIM_COLUMNS, 4, {"surrogate forward (ms)", "simulated batch (ms)",
+                             "simulated samples/s"}),
+    "ablation": (ABLATION_COLUMNS, 5, {"test accuracy (mean ± std)",
+                                       "spikes/sample (mean ± std)"}),
+    "scale": (SCALE_COLUMNS, 2, {"ReLU step (ms)", "TTFS step (ms)", "ratio TTFS/ReLU"}),
+}
+
+
+@pytest.mark.parametrize("suite", SUITES)
+def test_suite_tiny_writes_section_and_json(suite, tmp_path):
+    md = tmp_path / "benchmarks.md"
+    assert bench.main(["--suite", suite, "--tiny", "--out-md", str(md)]) == 0
+
+    data = json.loads((tmp_path / "benchmarks" / f"{suite}.json").read_text())
+    columns, n_rows, must_have = EXPECTED[suite]
+    assert data["columns"] == columns and must_have <= set(columns)
+    assert len(data["rows"]) == n_rows
+    assert all(len(row) == len(columns) for row in data["rows"])
+    assert data["machine"]["cores"] and data["machine"]["torch"]
+    assert data["command"] == f"python -m benchmarks.run --suite {suite} --tiny"
+    assert all(g["status"] in ("met", "MISSED", "n/a") for g in data["goals"])
+
+    text = md.read_text()
+    start, end = text.index(f"<!-- suite:{suite} -->"), text.index(f"<!-- /suite:{suite} -->")
+    section = text[start:end]
+    assert "| " + " | ".join(columns) + " |" in section
+    assert data["command"] in section and "torch" in section
+    # the other suites' placeholders are there, untouched
+    for other in SUITES:
+        assert f"<!-- suite:{other} -->" in text and f"<!-- /suite:{other} -->" in text
+
+
+def test_writer_keeps_other_sections(tmp_path):
+    md = tmp_path / "b.md"
+    machine = {"cores": 2, "cpu_model": "cpu", "torch_threads": 2, "device": "cpu",
+               "python": "3", "torch": "2", "loadavg_at_start": [0.0, 0.0, 0.0],
+               "date_utc": "today"}
+    result = {"title": "T", "command": "cmd", "columns": ["a", "b"], "rows": [["1", "2"]],
+              "notes": ["n"], "goals": []}
+    write_section(md, "sim", result, machine, 1.0, "sim.json")
+    write_section(md, "train", {**result, "rows": [["3", "4"]]}, machine, 1.0, "train.json")
+    write_section(md, "train", {**result, "rows": [["5", "6"]]}, machine, 1.0, "train.json")
+    text = md.read_text()
+    assert "| 1 | 2 |" in text and "| 5 | 6 |" in text and "| 3 | 4 |" not in text
+    assert text.count("<!-- suite:train -->") == 1
+
+
+def test_tiny_without_paths_never_writes_docs(monkeypatch, tmp_path):
+    """--tiny with no --out-md goes to a temporary folder, not docs/benchmarks.md."""
+    seen = {}
+
+    def fake_run(opts):
+        seen["opts"] = opts
+        return {"title": "t", "columns": ["a"], "rows": [["1"]], "notes": [], "goals": []}
+
+    import benchmarks.suite_sim as sim
+    monkeypatch.setattr(sim, "run", fake_run)
+    monkeypatch.setattr("tempfile.tempdir", str(tmp_path))
+    bench.main(["--suite", "sim", "--tiny"])
+    assert str(tmp_path) in seen["opts"].out_md
+    assert "docs" not in seen["opts"].out_md
