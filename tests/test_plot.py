@@ -262,8 +262,8 @@ def test_run_plot_from_a_checkpoint_file_with_the_surrogate(trained_run, tmp_pat
                               "--samples", "8", "--backend", "surrogate", "--dpi", "60"])
     assert run_plot(args) == 0
     assert sorted(p.name for p in tmp_path.glob("*.png")) == [
-        "kernels.png", "preactivations.png", "spike_raster.png", "spikes_per_layer.png",
-        "training_curves.png"]
+        "kernel_parameters.png", "kernels.png", "preactivations.png", "spike_raster.png",
+        "spikes_per_layer.png", "training_curves.png"]  # the history records tau, td per epoch
     assert_drawn(tmp_path / "spike_raster.png")
 
 
