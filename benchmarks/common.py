@@ -22,6 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
 from typing import Callable
 
@@ -74,9 +75,15 @@ def _cpu_model() -> str | None:
     return None
 
 
+def threads_text() -> str:
+    n = torch.get_num_threads()
+    return f"{n} CPU thread{'s' * (n != 1)}"
+
+
 def describe_machine(info: dict) -> str:
     cpu = info.get("cpu_model") or info.get("processor")
-    text = (f"{info['cores']} CPU cores ({cpu}), {info['torch_threads']} torch threads, "
+    threads = info["torch_threads"]
+    text = (f"{info['cores']} CPU cores ({cpu}), {threads} torch thread{'s' * (threads != 1)}, "
             f"device {info['device']}, Python {info['python']}, torch {info['torch']}")
     extras = [f"{n} {info[n]}" for n in ("snntorch", "norse") if info.get(n)]
     if extras:
@@ -205,9 +212,11 @@ def compare_steps(nets: dict, batch_at: Callable[[int], tuple], repeats: int,
             times[kind].append(time.perf_counter() - start)
     best = {k: min(v) for k, v in times.items()}
     spent, handles = activation_hooks(nets["ttfs"])
-    start = time.perf_counter()
-    step("ttfs", 1)
-    hooked = time.perf_counter() - start
+    with warnings.catch_warnings():  # the encoder's input needs no grad: hooks still fire
+        warnings.filterwarnings("ignore", "Full backward hook is firing")
+        start = time.perf_counter()
+        step("ttfs", 1)
+        hooked = time.perf_counter() - start
     for h in handles:
         h.remove()
     return {"repeats": repeats, "seconds": times, "best": best,
@@ -279,9 +288,9 @@ def section_markdown(suite: str, result: dict, machine: dict, wall: float,
     lines = [f"<!-- suite:{suite} -->", f"## {result['title']}", "",
              "```", result["command"], "```", "",
              f"Measured {machine['date_utc']} on {describe_machine(machine)}; load average at "
-             f"start {'/'.join(str(v) for v in machine['loadavg_at_start'])} (the 2 cores are "
-             f"shared with other jobs); suite wall time {wall:.0f} s. Raw data: "
-             f"[`{json_name}`](benchmarks/{json_name}).", ""]
+             f"start {'/'.join(str(v) for v in machine['loadavg_at_start'])} (the cores are "
+             f"shared with other jobs{_threads_note(machine)}); suite wall time {wall:.0f} s. "
+             f"Raw data: [`{json_name}`](benchmarks/{json_name}).", ""]
     cols = result["columns"]
     lines += ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in result["rows"]]
@@ -295,6 +304,15 @@ def section_markdown(suite: str, result: dict, machine: dict, wall: float,
         lines += ["", "Notes:", ""] + [f"* {n}" for n in result["notes"]]
     lines += ["", f"<!-- /suite:{suite} -->"]
     return "\n".join(lines)
+
+
+def _threads_note(machine: dict) -> str:
+    if machine["torch_threads"] >= (machine["cores"] or 1):
+        return ""
+    return (f", so every process ran torch on {machine['torch_threads']} thread"
+            f"{'s' * (machine['torch_threads'] != 1)} (`--threads`): with a thread per core, "
+            "each parallel op waits at its barrier for a thread the other jobs have descheduled, "
+            "which slows and scatters the timings")
 
 
 HEADER = """# Benchmarks

@@ -29,7 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int,
                    help="epochs per training run (default: train 3, ablation 4)")
     p.add_argument("--seeds", type=int, default=3, help="ablation: seeds per configuration")
-    p.add_argument("--peer-train", type=int, default=1024,
+    p.add_argument("--peer-train", type=int, default=2048,
                    help="train: training images for the snnTorch/Norse BPTT peers (and the "
                    "matching rows of ours)")
     p.add_argument("--peer-steps", type=int, help="train: the peers' time steps (default 25)")
@@ -38,8 +38,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ablation-train", type=int, default=2048,
                    help="ablation: training images per run")
     p.add_argument("--sim-batch", type=int, default=64, help="sim: batch size")
-    p.add_argument("--scale-batch", type=int, default=32, help="scale: batch size")
-    p.add_argument("--repeats", type=int, default=3, help="sim/scale: timed repeats (best of)")
+    p.add_argument("--scale-batch", type=int, default=64, help="scale: batch size")
+    p.add_argument("--repeats", type=int, default=3, help="sim: timed repeats (best of)")
+    p.add_argument("--scale-repeats", type=int, default=5,
+                   help="scale: timed steps per method and width (best of)")
     p.add_argument("--threads", type=int,
                    help="torch threads in every process (default: torch's own, one per core; "
                    "--tiny: 1)")

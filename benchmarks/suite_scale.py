@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import torch
 
-from .common import compare_steps, goal, load_cifar_like
+from .common import compare_steps, goal, load_cifar_like, threads_text
 
 COLUMNS = ["model", "parameters", "ReLU step (ms)", "TTFS step (ms)", "ratio TTFS/ReLU",
-           "TTFS activations share of TTFS step", "ReLU epoch (s)*", "TTFS epoch (s)*",
+           "TTFS activations share of TTFS step", "ReLU epoch (s)‡", "TTFS epoch (s)‡",
            "TTFS training samples/s"]
 CIFAR_TRAIN = 50_000
 
@@ -21,7 +21,7 @@ def run(opts) -> dict:
     tiny = opts.tiny
     widths = [1 / 64, 1 / 32] if tiny else [1 / 4, 1 / 2, 1.0]
     batch = 2 if tiny else opts.scale_batch
-    repeats = 1 if tiny else opts.repeats
+    repeats = 1 if tiny else opts.scale_repeats
     x_all, source = load_cifar_like(batch * (repeats + 1))
     g = torch.Generator().manual_seed(0)
     y_all = torch.randint(0, 10, (len(x_all),), generator=g)
@@ -50,17 +50,20 @@ def run(opts) -> dict:
                   "max/min ratio ≤ 1.25 across widths",
                   " → ".join(f"{r:.2f}" for r in ratios) + f" (max/min {spread:.2f})",
                   flat, "" if flat else
-                  ("the ratio falls as the network widens: convolution cost grows with width² "
-                   "while the TTFS activation's element-wise work grows with width"
-                   if ratios[-1] < ratios[0] else "the ratio grows with width")),
+                  ("not flat but falling, never growing: the convolutions' cost grows with "
+                   "width² while the TTFS activations' element-wise work grows with width "
+                   "(their share of the step falls, see the share column)"
+                   if ratios == sorted(ratios, reverse=True) else
+                   "the ratio does not fall steadily with width (timing noise or a real rise; "
+                   "see the raw step times)")),
              goal("surrogate step at most 1.3× the ReLU DNN's (widest network)", "≤ 1.3×",
                   f"{ratios[-1]:.2f}× at width {_frac(widths[-1])}", ratios[-1] <= 1.3,
                   "" if ratios[-1] <= 1.3 else "element-wise TTFS work (see the share column)")]
     notes = [f"Inputs: {source}, batch {batch}, random labels (timing only). One step = "
              "forward, Eq. 9 loss (L2 1e-4; TTFS also λ_TR, λ_TB 1e-4), backward, Adam. "
              f"ReLU and TTFS steps alternated after a warm-up, best of {repeats} each, "
-             f"{torch.get_num_threads()} CPU threads.",
-             "* Epoch = 50,000 images (CIFAR-10's training set) at the best step time, "
+             f"{threads_text()}.",
+             "‡ Epoch = 50,000 images (CIFAR-10's training set) at the best step time, "
              "extrapolated from the measured steps.",
              "Activations share: time inside the 15 TTFS neurons and the input encoder "
              "(forward and backward hooks) over the whole step, in one extra hooked TTFS step "

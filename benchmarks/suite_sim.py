@@ -11,7 +11,7 @@ import importlib
 
 import torch
 
-from .common import best_time, fmt, goal
+from .common import best_time, fmt, goal, threads_text
 
 COLUMNS = ["model", "backend", "T", "time steps", "surrogate forward (ms)",
            "simulated batch (ms)", "ratio", "goal ≤ 1.5·T", "simulated samples/s",
@@ -61,14 +61,14 @@ def run(opts) -> dict:
                       f"worst {worst['ratio']:.1f} ({worst['model']}, {worst['backend']}, "
                       f"T = {worst['T']})", all(r["ratio"] <= 1.5 * r["T"] for r in raw)))
     notes = [f"Batch {batch} random inputs in [0, 1), float32, "
-             f"{torch.get_num_threads()} CPU threads, best of {repeats} after a warm-up. "
+             f"{threads_text()}, best of {repeats} after a warm-up. "
              "Untrained networks at their initial kernels (T = 32, tau 10, td 0).",
              "Time steps = (L+1)·T for L spiking layers (input encoder included): 160 for the "
              "small CNN, 544 for VGG-16. The surrogate does one pass; the simulation "
              "steps `spk = net(x_t)` (snnTorch) or `out, state = net(x_t, state)` (Norse).",
-             "Predictions of simulation and surrogate agree on "
-             f"{100 * min(r['prediction_agreement'] for r in raw):.0f} % of the batch or more "
-             "in every row (the tests check exact agreement in float64).",
+             "Simulation and surrogate predict the same class for "
+             f"{100 * min(r['prediction_agreement'] for r in raw):.0f} % of the batch (lowest "
+             "row); the tests check exact agreement in float64.",
              "Why the ratio stays below T: each weight op runs only during the T steps its "
              "source layer fires, and silent steps pass a tagged zero tensor without work."]
     if opts.tiny:

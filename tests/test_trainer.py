@@ -21,6 +21,19 @@ ROOT = Path(__file__).resolve().parents[1]
 SLOW_DIGITS = ["--dataset", "digits", "--batch-size", "8", "--seed", "5", "--quiet"]
 
 
+# One thread everywhere in this module: with several, a busy machine can change the float
+# reduction order between runs, and a last-bit difference can move a spike time.
+ONE_THREAD = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def weights(run: Path) -> dict:
     return torch.load(run / "checkpoint.pt", weights_only=True)["state_dict"]
 
@@ -69,7 +82,8 @@ def test_resume_continues_to_the_same_weights(uninterrupted, tmp_path):
 def test_sigkill_mid_epoch_then_resume(uninterrupted, tmp_path):
     cmd = [sys.executable, "-m", "ttfs_plugin", "train", *SLOW_DIGITS, "--epochs", "4",
            "--out", str(tmp_path)]
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=ONE_THREAD, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
     deadline = time.time() + 120
     while time.time() < deadline:  # wait for epoch 2's checkpoint, then kill during epoch 3
         if (tmp_path / "metrics.csv").exists() and len(csv_rows(tmp_path)) >= 2:
