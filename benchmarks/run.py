@@ -37,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="train: timed training steps per method for the per-step ratio")
     p.add_argument("--ablation-train", type=int, default=2048,
                    help="ablation: training images per run")
+    p.add_argument("--ablation-batch", type=int, default=32, help="ablation: batch size")
     p.add_argument("--sim-batch", type=int, default=64, help="sim: batch size")
     p.add_argument("--scale-batch", type=int, default=64, help="scale: batch size")
     p.add_argument("--repeats", type=int, default=3, help="sim: timed repeats (best of)")

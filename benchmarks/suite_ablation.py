@@ -41,6 +41,7 @@ def run(opts) -> dict:
     n_train = 64 if tiny else opts.ablation_train
     seeds = [0] if tiny else list(range(opts.seeds))
     sr_target = 2
+    batch = 32 if tiny else opts.ablation_batch
     train, val, source = load_mnist9k(synthetic_ok=tiny)
     train = subset(train, n_train)
     val = subset(val, 32 if tiny else None)
@@ -52,7 +53,7 @@ def run(opts) -> dict:
             seed_everything(seed)
             size = {"channels": (4, 8), "hidden": 16, "T": 8} if tiny else {}
             net = small_cnn(tau0=tau0, td0=td_for_x_max(p["x_max0"], tau0), **size)
-            cfg = TrainConfig(epochs=epochs, batch_size=32 if tiny else 128, lr=1e-3,
+            cfg = TrainConfig(epochs=epochs, batch_size=batch, lr=1e-3,
                               lambda_w=1e-4, lambda_tr=p["lambda_tr"], lambda_tb=p["lambda_tb"],
                               sr_target=p["sr_target"], reg_start=1, seed=seed)
             start = time.perf_counter()
@@ -85,19 +86,29 @@ def run(opts) -> dict:
     for t in (tb1, tb2):
         drop = 100 * (tr["accuracy"][0] - t["accuracy"][0])
         cut = 1 - t["spikes_per_sample"][0] / tr["spikes_per_sample"][0]
-        ok = cut > 0 and drop < 1.0
-        why = [] if ok else (["TB did not cut spikes"] if cut <= 0 else []) + (
+        paired = [a["spikes_per_sample"] - b["spikes_per_sample"]
+                  for a, b in zip(tr["runs"], t["runs"])]  # same seed: same init and data order
+        every_seed = all(d > 0 for d in paired)
+        ok = every_seed and drop < 1.0
+        why = ([] if every_seed else ["TB did not cut spikes on every seed"]) + (
             [f"accuracy fell {drop:.2f} points"] if drop >= 1.0 else [])
-        goals.append(goal(f"TB cuts spikes at < 1 point of accuracy ({t['preset']['lambda_tb']:g})",
-                          "spikes ↓, Δacc < 1 pt",
-                          f"spikes {-100 * cut:+.1f} % vs SM + SR + TR; accuracy "
-                          f"{-drop:+.2f} points", ok,
-                          "; ".join(why)))
+        if ok and cut < 0.05:
+            why.append("met, but the cut is marginal (< 5 %); likely cause: Adam moves each "
+                       "batch-norm parameter by at most about the learning rate per update "
+                       "whatever λ_TB, so a short run gives TB few steps to lower the firing "
+                       "probabilities")
+        weight = t["preset"]["lambda_tb"]
+        goals.append(goal(f"TB cuts spikes at < 1 point of accuracy (λ_TB {weight:g})",
+                          "spikes ↓ on every seed, Δacc < 1 pt",
+                          f"spikes {-100 * cut:+.1f} % vs SM + SR + TR (paired per seed: "
+                          + ", ".join(f"{-d:+,.0f}" for d in paired) + f"); accuracy "
+                          f"{-drop:+.2f} points", ok, "; ".join(why)))
     notes = [
         f"Data: {source}; first {len(train):,} training images, validation = images "
-        f"8,000–8,999 ({len(val):,}). Small CNN, T = 32, tau0 = 10, batch "
-        f"{32 if tiny else 128}, Adam 1e-3 cosine, L2 1e-4, {epochs} epochs per run "
-        f"(reduced budget: 15 runs must fit ~15 minutes on 2 shared cores).",
+        f"8,000–8,999 ({len(val):,}). Small CNN, T = 32, tau0 = 10, batch {batch} "
+        f"({-(-len(train) // batch)} updates an epoch), Adam 1e-3 cosine, L2 1e-4, {epochs} "
+        "epochs per run (reduced budget: 15 runs must fit ~15 minutes on 2 shared cores; the "
+        "small batch buys more updates for the same compute).",
         "Presets from `ttfs_plugin.training.PRESETS`: SM starts at x_max = 2 "
         "(td0 = tau0·ln 2) with SR/TR/TB off; the others at x_max = 1 (td0 = 0). "
         f"SR target epoch {sr_target}: p_relax = 0.5 in the first epoch, 0 after; TR and TB "
