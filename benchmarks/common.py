@@ -178,7 +178,7 @@ def activation_hooks(net) -> tuple[list[float], list]:
         if isinstance(m, TTFSActivation):
             handles += [m.register_forward_pre_hook(pre), m.register_forward_hook(post),
                         m.register_full_backward_pre_hook(pre),
-                        m.register_full_backward_hook(lambda mod, gi, go: post(mod, gi, go))]
+                        m.register_full_backward_hook(post)]
     return spent, handles
 
 

@@ -119,7 +119,8 @@ def run(opts) -> dict:
         "Accuracy and spikes: `ttfs_plugin.metrics.evaluate` in eval mode (input encoder "
         "included); std over seeds " + ", ".join(str(s) for s in seeds) + ".",
         "With 3 seeds a difference smaller than about one standard deviation is within "
-        "seed-to-seed noise; the goal table compares means only.",
+        "seed-to-seed noise; the SR and TR goals compare means, the TB goals compare spikes "
+        "seed by seed (same seed = same initialisation and data order).",
     ]
     if tiny:
         notes.insert(0, "**Tiny smoke setting (`--tiny`): numbers are meaningless.**")
