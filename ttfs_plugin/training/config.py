@@ -15,7 +15,7 @@ class TrainConfig:
     """Hyper-parameters of one training run (defaults: the paper's, scaled to short runs).
 
     ``sr_target`` is the SR target epoch ``e_target`` (0 = SR off; ``None`` = a quarter of the
-    epochs, the paper's 50 of 2,000 being meant for long runs). TR and TB start at
+    epochs but at least 2, the paper's 50 of 2,000 being meant for long runs). TR and TB start at
     ``reg_start`` (``None`` = at ``sr_target``, as in the authors' code).
     """
 
@@ -55,7 +55,8 @@ class TrainConfig:
 
     @property
     def sr_target_epoch(self) -> int:
-        return max(1, self.epochs // 4) if self.sr_target is None else self.sr_target
+        # At least 2: with e_target = 1, p_relax(0) = 1 - 1/1 = 0 and SR would never act.
+        return max(2, self.epochs // 4) if self.sr_target is None else self.sr_target
 
     @property
     def reg_start_epoch(self) -> int:
