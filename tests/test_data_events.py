@@ -8,37 +8,13 @@ import numpy as np
 import pytest
 import tonic
 import torch
-from torch.nn import functional as F
-from torch.utils.data import DataLoader
+from _data_helpers import _one_line, one_training_step  # noqa: E402
 
 from ttfs_plugin.data import EventOptions, default_data_dir, load_dataset
 from ttfs_plugin.data.events import events_to_frames, read_nmnist_events
 from ttfs_plugin.errors import ConfigError, DataError
-from ttfs_plugin.models import small_cnn
 
 SENSOR = (34, 34, 2)
-
-
-def one_training_step(data, batch_size=8):
-    """One forward / backward / Adam step of a small CNN on a training batch."""
-    net = small_cnn(num_classes=data.num_classes, in_shape=data.in_shape, channels=(4, 8),
-                    hidden=16)
-    x, y = next(iter(DataLoader(data.train, batch_size=batch_size, shuffle=True)))
-    assert x.dtype == torch.float32 and tuple(x.shape[1:]) == tuple(data.in_shape)
-    before = [p.detach().clone() for p in net.parameters()]
-    optimizer = torch.optim.Adam(net.parameters(), lr=1e-2)
-    loss = F.cross_entropy(net(x), y)
-    optimizer.zero_grad()
-    loss.backward()
-    optimizer.step()
-    assert torch.isfinite(loss)
-    assert any(not torch.equal(a, b) for a, b in zip(before, net.parameters()))
-
-
-def _one_line(exc_info):
-    message = str(exc_info.value)
-    assert "\n" not in message
-    return message
 
 
 def hand_decode(path):

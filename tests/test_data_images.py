@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import torch
 import torchvision
+from _data_helpers import _one_line, one_training_step  # noqa: E402
 from PIL import Image
-from torch.nn import functional as F
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import TensorDataset
 
 from ttfs_plugin.data import (
     DATASETS,
@@ -24,31 +24,6 @@ from ttfs_plugin.data import (
 )
 from ttfs_plugin.data.vision import CIFAR10_CLASSES, AugmentedTensorDataset
 from ttfs_plugin.errors import ConfigError, DataError
-from ttfs_plugin.models import small_cnn
-
-
-def one_training_step(data, batch_size=8):
-    """One forward / backward / Adam step of a small CNN on a training batch."""
-    net = small_cnn(num_classes=data.num_classes, in_shape=data.in_shape, channels=(4, 8),
-                    hidden=16)
-    x, y = next(iter(DataLoader(data.train, batch_size=batch_size, shuffle=True)))
-    assert x.dtype == torch.float32 and tuple(x.shape[1:]) == tuple(data.in_shape)
-    assert y.dtype == torch.long
-    before = [p.detach().clone() for p in net.parameters()]
-    optimizer = torch.optim.Adam(net.parameters(), lr=1e-2)
-    loss = F.cross_entropy(net(x), y)
-    optimizer.zero_grad()
-    loss.backward()
-    optimizer.step()
-    assert torch.isfinite(loss)
-    assert any(not torch.equal(a, b) for a, b in zip(before, net.parameters()))
-
-
-def _one_line(exc_info):
-    message = str(exc_info.value)
-    assert "\n" not in message
-    return message
-
 
 # --- image-folder on ../shared/data/cifar10_200 -----------------------------------------------
 
