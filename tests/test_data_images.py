@@ -22,7 +22,8 @@ from ttfs_plugin.data import (
     default_data_dir,
     load_dataset,
 )
-from ttfs_plugin.data.vision import CIFAR10_CLASSES, AugmentedTensorDataset
+from ttfs_plugin.data.augment import AugmentedTensorDataset, RandomShiftFlip
+from ttfs_plugin.data.vision import CIFAR10_CLASSES
 from ttfs_plugin.errors import ConfigError, DataError
 
 # --- image-folder on ../shared/data/cifar10_200 -----------------------------------------------
@@ -242,14 +243,20 @@ def test_cifar_augment_on_training_split_only(tmp_path, monkeypatch):
     data = load_dataset("cifar10", tmp_path, augment=True)
     plain = torchvision.transforms.ToTensor()
     assert type(data.val.transform) is type(plain)
-    names = [type(t).__name__ for t in data.train.transform.transforms]
-    assert names == ["RandomCrop", "RandomHorizontalFlip", "ToTensor"]
-    crop = data.train.transform.transforms[0]
-    assert tuple(crop.size) == (32, 32) and crop.padding == 4
+    to_tensor, augment = data.train.transform.transforms
+    assert type(to_tensor) is type(plain)
+    assert (augment.padding, augment.flip) == (4, True)  # the paper's crop-4 + flip
     original = plain(Image.fromarray(data.train.data[0]))
     views = [data.train[0][0] for _ in range(10)]
     assert all(v.shape == (3, 32, 32) and v.max() <= 1 for v in views)
     assert any(not torch.equal(v, original) for v in views)
+
+
+@pytest.mark.parametrize("name, cls", [("mnist", "MNIST"), ("fashion-mnist", "FashionMNIST")])
+def test_mnist_like_augment_is_a_shift_without_flip(tmp_path, monkeypatch, name, cls):
+    monkeypatch.setattr(torchvision.datasets, cls, fake_torchvision((1, 28, 28), 10))
+    augment = load_dataset(name, tmp_path, augment=True).train.transform.transforms[1]
+    assert (augment.padding, augment.flip) == (2, False)
 
 
 def test_missing_torchvision_dataset_says_pass_download(tmp_path, monkeypatch):
@@ -313,18 +320,13 @@ def test_torchvision_root_defaults_to_ttfs_data_dir(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("kwargs, problem", [
     ({"download": True}, "'digits' cannot be downloaded"),
-    ({"augment": True}, r"augment=True \(--augment, random crop \+ flip\) is for"),
+    ({"augment": True}, r"augment=True \(--augment, random shift / crop \+ flip\) is for"),
     ({"events": EventOptions(time_bins=2)}, "event options .* are for nmnist"),
 ])
 def test_options_that_do_not_apply(kwargs, problem):
     with pytest.raises(ConfigError, match=problem) as info:
         load_dataset("digits", **kwargs)
     _one_line(info)
-
-
-def test_augment_is_not_for_digits_datasets(tmp_path):
-    with pytest.raises(ConfigError, match="not 'mnist'; drop --augment"):
-        load_dataset("mnist", tmp_path, augment=True)
 
 
 def test_cli_helpers_round_trip(tmp_path):

@@ -26,10 +26,9 @@ from .events import (
     load_dvsgesture,
     load_nmnist,
 )
+from .augment import AUGMENTABLE, AUGMENTATIONS
 from .idx import load_mnist_idx
 from .vision import (
-    AUGMENTABLE,
-    PADDING,
     TORCHVISION_DATASETS,
     load_cifar10,
     load_cifar100,
@@ -77,7 +76,7 @@ def _check_options(name: str, download: bool, augment: bool, events: EventOption
         raise ConfigError(f"dataset {name!r} cannot be downloaded (download=True / --download); "
                           f"only {', '.join(sorted(DOWNLOADABLE))} can — drop --download")
     if augment and name not in AUGMENTABLE:
-        raise ConfigError(f"augment=True (--augment, random crop + flip) is for "
+        raise ConfigError(f"augment=True (--augment, random shift / crop + flip) is for "
                           f"{', '.join(AUGMENTABLE)}, not {name!r}; drop --augment")
     if events != EventOptions() and name not in EVENT_DATASETS:
         raise ConfigError(f"event options (--time-bins, --denoise-us, --merge-polarity, "
@@ -90,8 +89,8 @@ def load_dataset(name: str, data_dir: str | Path | None = None, *, download: boo
     """Load dataset ``name`` (one of :data:`DATASETS`) from ``data_dir``.
 
     ``download`` lets torchvision / tonic fetch a missing dataset into ``data_dir``; ``augment``
-    adds random crop + flip to the training split (``cifar10``, ``cifar100``,
-    ``image-folder``); ``events`` (an :class:`EventOptions`, a dict of its fields, or ``None``
+    augments the training split (:data:`AUGMENTATIONS`: crop + flip for CIFAR and
+    ``image-folder``, a 2-pixel shift for ``mnist``, ``mnist-idx``, ``fashion-mnist``); ``events`` (an :class:`EventOptions`, a dict of its fields, or ``None``
     for the defaults) sets how event datasets become frames. An option that does not apply to
     ``name`` raises :class:`ConfigError`.
     """
@@ -124,8 +123,9 @@ def add_data_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup
                        help=f"let torchvision / tonic fetch a missing dataset into --data-dir "
                             f"({', '.join(DOWNLOADABLE)})")
     group.add_argument("--augment", action="store_true",
-                       help=f"random crop (padding {PADDING}) + horizontal flip on the training "
-                            f"split ({', '.join(AUGMENTABLE)})")
+                       help="training split only: random crop (padding 4) + horizontal flip for "
+                            "CIFAR and image-folder, a random shift of up to 2 pixels for "
+                            f"MNIST-like data ({', '.join(AUGMENTABLE)})")
     group.add_argument("--time-bins", type=int, default=1, metavar="N",
                        help="event datasets: frames per sample; channels = 2 × N (default 1)")
     group.add_argument("--denoise-us", type=int, default=None, metavar="US",
@@ -162,7 +162,7 @@ def dataset_options(args: argparse.Namespace) -> dict[str, Any]:
             "events": events.to_dict()}
 
 
-__all__ = ["DATASETS", "DEFAULT_SUBDIRS", "SPLITS", "EventOptions", "SplitData",
+__all__ = ["AUGMENTATIONS", "DATASETS", "DEFAULT_SUBDIRS", "SPLITS", "EventOptions", "SplitData",
            "add_data_arguments", "dataset_options", "default_data_dir", "load_dataset",
            "load_cifar10", "load_cifar100", "load_cifar10dvs", "load_digits", "load_dvsgesture",
            "load_fashion_mnist", "load_image_folder", "load_mnist", "load_mnist_idx",

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from ..errors import DataError
+from .augment import AugmentedTensorDataset, augmentation_for
 from .base import SplitData, tensor_split
 
 IMAGES_FILE = "images-idx3-ubyte.gz"
@@ -43,8 +44,10 @@ def read_idx(path: Path, magic: int) -> np.ndarray:
     return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(shape)
 
 
-def load_mnist_idx(data_dir: str | Path | None, val_size: int = 1000) -> SplitData:
-    """Images scaled to [0, 1] as ``(1, 28, 28)`` tensors; the last ``val_size`` are validation."""
+def load_mnist_idx(data_dir: str | Path | None, val_size: int = 1000,
+                   augment: bool = False) -> SplitData:
+    """Images scaled to [0, 1] as ``(1, 28, 28)`` tensors; the last ``val_size`` are validation.
+    ``augment`` shifts each training image by up to 2 pixels as it is read."""
     if data_dir is None:
         raise DataError("dataset 'mnist-idx' needs --data-dir DIR (a directory holding "
                         f"{IMAGES_FILE} and {LABELS_FILE}), or TTFS_DATA_DIR set")
@@ -61,5 +64,7 @@ def load_mnist_idx(data_dir: str | Path | None, val_size: int = 1000) -> SplitDa
     x = torch.from_numpy(images.copy()).float().unsqueeze(1) / 255.0
     y = torch.from_numpy(labels.astype(np.int64))
     train, val = tensor_split(x, y, len(x) - val_size)
+    if augment:
+        train = AugmentedTensorDataset(*train.tensors, augmentation_for("mnist-idx"))
     return SplitData("mnist-idx", train, val, (1, images.shape[1], images.shape[2]),
                      int(y.max()) + 1 if len(y) else 10)

@@ -2,9 +2,9 @@
 images labelled by a CSV file (Kaggle's CIFAR-10 layout, ``../shared/data/cifar10_200``).
 
 Images become float tensors in [0, 1] (``ToTensor``) with no mean / std normalisation: the TTFS
-input encoder turns intensities in [0, 1] into spike times. ``augment=True`` applies the paper's
-CIFAR augmentation (random crop with 4 pixels of padding, random horizontal flip) to the
-training split only.
+input encoder turns intensities in [0, 1] into spike times. ``augment=True`` applies the
+dataset's augmentation (:mod:`.augment`: the paper's crop + flip for CIFAR, a shift of up to 2
+pixels for MNIST-like data) to the training split only.
 """
 
 from __future__ import annotations
@@ -14,9 +14,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
-
 from ..errors import DataError
+from .augment import AugmentedTensorDataset, augmentation_for
 from .base import SplitData, natural_key, tensor_split
 
 #: name → (torchvision class, the folder torchvision keeps under its root, input shape, classes)
@@ -26,8 +25,6 @@ TORCHVISION_DATASETS = {
     "cifar10": ("CIFAR10", "cifar-10-batches-py", (3, 32, 32), 10),
     "cifar100": ("CIFAR100", "cifar-100-python", (3, 32, 32), 100),
 }
-#: Datasets that take ``augment=True`` (the CIFAR augmentation makes no sense for digits).
-AUGMENTABLE = ("cifar10", "cifar100", "image-folder")
 
 #: CIFAR-10's class order; an image folder whose class names all come from it uses these indices.
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse",
@@ -36,7 +33,6 @@ LABEL_FILES = ("labels.csv", "trainLabels.csv")  # ours / Kaggle's name for it
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 _HEADER_WORDS = {"id", "file", "filename", "image", "img", "name", "path", "sample", "label",
                  "labels", "class", "classname", "category", "target"}
-PADDING = 4
 
 
 def _torchvision():
@@ -48,29 +44,6 @@ def _torchvision():
         raise DataError("image datasets need torchvision; install it with "
                         "pip install 'ttfs-plugin[vision]'") from None
     return torchvision
-
-
-def cifar_augmentation(size: tuple[int, int], to_tensor: bool = False):
-    """Random crop of ``size`` from the image padded by 4 pixels, then a random horizontal flip
-    (PIL images, or tensors unless ``to_tensor`` appends ``ToTensor``)."""
-    T = _torchvision().transforms
-    steps = [T.RandomCrop(size, padding=PADDING), T.RandomHorizontalFlip()]
-    return T.Compose(steps + ([T.ToTensor()] if to_tensor else []))
-
-
-class AugmentedTensorDataset(Dataset):
-    """In-memory images with a random transform applied to each one as it is read."""
-
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor, transform):
-        self.tensors = (images, labels)
-        self.transform = transform
-
-    def __len__(self) -> int:
-        return len(self.tensors[1])
-
-    def __getitem__(self, index):
-        images, labels = self.tensors
-        return self.transform(images[index]), labels[index]
 
 
 # --- torchvision ------------------------------------------------------------------------------
@@ -89,7 +62,7 @@ def load_torchvision(name: str, data_dir: str | Path | None, download: bool = Fa
                         f"{name!r} there, or point --data-dir at the folder that holds {folder}/")
     cls = getattr(tv.datasets, cls_name)  # looked up now, so tests can replace it
     plain = tv.transforms.ToTensor()
-    train_tf = cifar_augmentation(in_shape[1:], to_tensor=True) if augment else plain
+    train_tf = tv.transforms.Compose([plain, augmentation_for(name)]) if augment else plain
     try:
         train = cls(root=str(root), train=True, download=download, transform=train_tf)
         val = cls(root=str(root), train=False, download=download, transform=plain)
@@ -227,7 +200,7 @@ def load_image_folder(data_dir: str | Path | None, augment: bool = False) -> Spl
     in_shape = tuple(int(s) for s in x.shape[1:])
     train, val = tensor_split(x, y, n_train)
     if augment:
-        train = AugmentedTensorDataset(*train.tensors, cifar_augmentation(in_shape[1:]))
+        train = AugmentedTensorDataset(*train.tensors, augmentation_for("image-folder"))
     return SplitData("image-folder", train, val, in_shape, num_classes)
 
 
