@@ -22,7 +22,7 @@ from ttfs_plugin.data import (
     default_data_dir,
     load_dataset,
 )
-from ttfs_plugin.data.augment import AugmentedTensorDataset, RandomShiftFlip
+from ttfs_plugin.data.augment import AugmentedTensorDataset
 from ttfs_plugin.data.vision import CIFAR10_CLASSES
 from ttfs_plugin.errors import ConfigError, DataError
 

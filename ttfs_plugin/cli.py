@@ -76,6 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda, "
                    "cuda:1 …; under torchrun each process takes its local rank's GPU")
     g.add_argument("--no-bf16", action="store_true", help="no bf16 autocast on CUDA")
+    g.add_argument("--precise-bn", action="store_true",
+                   help="after the last epoch, recompute batch-norm statistics over the "
+                        "training set with the final weights")
     k = train.add_argument_group("kernel and model")
     k.add_argument("--T", type=int, default=32, help="time window per layer")
     k.add_argument("--tau0", type=float, default=10.0)
@@ -167,7 +170,8 @@ def _new_run_setup(args, out: Path, ctx):
         lambda_tb=_pick(args.lambda_tb, preset["lambda_tb"]) if spiking else 0.0,
         tb_mode=args.tb_mode,
         sr_target=_pick(args.sr_target, preset["sr_target"]) if spiking else 0,
-        reg_start=args.reg_start, seed=args.seed, bf16=not args.no_bf16)
+        reg_start=args.reg_start, seed=args.seed, bf16=not args.no_bf16,
+        precise_bn=args.precise_bn)
     if ctx.is_main and args.overwrite:
         for stale in ("checkpoint.pt", "checkpoint.prev.pt", "metrics.csv", "metrics.json"):
             (out / stale).unlink(missing_ok=True)

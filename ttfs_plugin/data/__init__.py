@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..errors import ConfigError, unknown_name
+from .augment import AUGMENTABLE, AUGMENTATIONS
 from .base import SPLITS, SplitData
 from .digits import load_digits
 from .events import (
@@ -26,7 +27,6 @@ from .events import (
     load_dvsgesture,
     load_nmnist,
 )
-from .augment import AUGMENTABLE, AUGMENTATIONS
 from .idx import load_mnist_idx
 from .vision import (
     TORCHVISION_DATASETS,
@@ -90,8 +90,9 @@ def load_dataset(name: str, data_dir: str | Path | None = None, *, download: boo
 
     ``download`` lets torchvision / tonic fetch a missing dataset into ``data_dir``; ``augment``
     augments the training split (:data:`AUGMENTATIONS`: crop + flip for CIFAR and
-    ``image-folder``, a 2-pixel shift for ``mnist``, ``mnist-idx``, ``fashion-mnist``); ``events`` (an :class:`EventOptions`, a dict of its fields, or ``None``
-    for the defaults) sets how event datasets become frames. An option that does not apply to
+    ``image-folder``, a 2-pixel shift for ``mnist``, ``mnist-idx``, ``fashion-mnist``);
+    ``events`` (an :class:`EventOptions`, a dict of its fields, or ``None`` for the defaults)
+    sets how event datasets become frames. An option that does not apply to
     ``name`` raises :class:`ConfigError`.
     """
     if name not in DATASETS:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
 from ..errors import DataError
 from .augment import AugmentedTensorDataset, augmentation_for
 from .base import SplitData, natural_key, tensor_split

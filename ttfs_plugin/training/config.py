@@ -16,7 +16,9 @@ class TrainConfig:
 
     ``sr_target`` is the SR target epoch ``e_target`` (0 = SR off; ``None`` = a quarter of the
     epochs but at least 2, the paper's 50 of 2,000 being meant for long runs). TR and TB start at
-    ``reg_start`` (``None`` = at ``sr_target``, as in the authors' code).
+    ``reg_start`` (``None`` = at ``sr_target``, as in the authors' code). ``precise_bn``
+    recomputes the batch-norm statistics over the training set with the final weights after the
+    last epoch.
     """
 
     epochs: int = 20
@@ -33,6 +35,7 @@ class TrainConfig:
     reg_start: int | None = None
     seed: int = 0
     bf16: bool = True  # bf16 autocast, on CUDA only (TTFS activations stay in float32)
+    precise_bn: bool = False
 
     def __post_init__(self) -> None:
         if self.epochs < 1:

@@ -1,5 +1,6 @@
 """The training loop: Adam, stochastic relaxation per epoch, Eq. 9 loss, tqdm progress,
-checkpoints every epoch, ``--resume``, DDP under ``torchrun``, bf16 autocast on CUDA.
+checkpoints every epoch, ``--resume``, DDP under ``torchrun``, bf16 autocast on CUDA, and
+optionally precise batch-norm statistics at the end (:func:`precise_batchnorm`).
 
 Reproducibility: every epoch re-seeds its randomness (weight updates aside, the shuffling and the
 SR draws) from ``(seed, epoch)``, so a run resumed from the checkpoint of epoch ``e`` continues
@@ -16,6 +17,7 @@ from typing import Callable
 import numpy as np
 import torch
 from torch import nn
+from torch.optim.swa_utils import update_bn
 from torch.utils.data import (
     BatchSampler,
     DataLoader,
@@ -110,6 +112,13 @@ def fit(network: nn.Module, train_set: Dataset, val_set: Dataset | None, cfg: Tr
     autocast = (torch.autocast("cuda", dtype=torch.bfloat16)
                 if cfg.bf16 and device.type == "cuda" else contextlib.nullcontext())
 
+    def save(epoch: int) -> None:
+        run.rotate()
+        save_checkpoint(run.checkpoint, network, epoch=epoch, history=history,
+                        optimizer=optimizer.state_dict(),
+                        scheduler=scheduler.state_dict() if scheduler else None,
+                        training=cfg.to_dict(), **(metadata or {}))
+
     for epoch in range(start_epoch, cfg.epochs):
         epoch_seed = cfg.seed * 100_003 + epoch
         torch.manual_seed(epoch_seed)
@@ -164,11 +173,7 @@ def fit(network: nn.Module, train_set: Dataset, val_set: Dataset | None, cfg: Tr
         history.append(record)
         if ctx.is_main:
             if run is not None:
-                run.rotate()
-                save_checkpoint(run.checkpoint, network, epoch=epoch + 1,
-                                history=history, optimizer=optimizer.state_dict(),
-                                scheduler=scheduler.state_dict() if scheduler else None,
-                                training=cfg.to_dict(), **(metadata or {}))
+                save(epoch + 1)
                 run.log_epoch(record)
             if progress:
                 tqdm.write(_summary(record))
@@ -176,7 +181,36 @@ def fit(network: nn.Module, train_set: Dataset, val_set: Dataset | None, cfg: Tr
                 on_epoch(record)
         ctx.barrier()
     set_relaxation(network, 0.0)
+    if cfg.precise_bn and history:
+        with autocast:
+            precise_batchnorm(network, batches(train_set, cfg.batch_size), device)
+        record = {"batches": -(-len(train_set) // cfg.batch_size)}
+        if val_loader is not None:
+            val = evaluate(network, val_loader, device)
+            record.update({f"val_{key}": val[key] for key in
+                           ("accuracy", "spikes_per_sample", "sparsity") if key in val})
+        history[-1]["precise_bn"] = record
+        if ctx.is_main:
+            if run is not None:
+                save(history[-1]["epoch"])
+            if progress:
+                tqdm.write("precise batch-norm statistics: " + ", ".join(
+                    f"{k} {v:.4g}" for k, v in record.items()))
+        ctx.barrier()
     return history
+
+
+def precise_batchnorm(network: nn.Module, loader, device: str | torch.device = "cpu") -> None:
+    """Recompute every batch norm's running mean and variance with the final weights: one
+    forward pass (train mode, no gradient) over ``loader``, averaged over all its batches.
+
+    During training the running statistics are an exponential average (momentum 0.1) over the
+    last few dozen batches, taken while the weights still moved. TB leaves most pre-activations
+    of a TTFS network just under the firing floor, so a small error in those statistics turns
+    neurons on or off in evaluation; the whole-set average removes it ("precise BN", Wu &
+    Johnson 2021). Uses :func:`torch.optim.swa_utils.update_bn`.
+    """
+    update_bn(loader, network, torch.device(device))
 
 
 def _kernels(network: nn.Module):
