@@ -1,4 +1,4 @@
-"""The foundation issue's acceptance run on mnist9k (slow: ~8 min on 2 CPU cores).
+"""The foundation issue's acceptance run on mnist9k (slow: ~6 min on 2 CPU cores).
 
 Run with ``pytest -m slow tests/test_acceptance.py``. It trains ``configs/mnist_cnn.toml`` and
 its ReLU twin with the same budget and seed; docs/results.md records these runs over 3 seeds.
