@@ -180,3 +180,19 @@ def test_torchrun_two_processes_on_cpu(tmp_path, capsys):
     assert metrics["world_size"] == 2 and len(metrics["history"]) == 1
     assert main(["evaluate", str(out / "checkpoint.pt"), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["accuracy"] > 0.3
+
+
+def test_torchrun_with_precise_bn(tmp_path):
+    """Both ranks recompute the statistics over the same batches; rank 0 saves them."""
+    torchrun = Path(sys.executable).with_name("torchrun")
+    out = tmp_path / "ddp"
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.run([str(torchrun), "--standalone", "--nproc_per_node", "2", "-m",
+                           "ttfs_plugin", "train", "--dataset", "digits", "--epochs", "1",
+                           "--device", "cpu", "--precise-bn", "--out", str(out), "--quiet"],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["history"][-1]["precise_bn"]["val_accuracy"] == metrics["final"]["accuracy"]
+    saved = torch.load(out / "checkpoint.pt", weights_only=True)
+    assert saved["history"][-1]["precise_bn"]["batches"] == 12  # 1,437 digits / batch 128
