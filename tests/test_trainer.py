@@ -166,15 +166,20 @@ def test_cifar_configs_smoke_run_on_the_real_images(config, shared_data, tmp_pat
     assert metrics["training"]["sr_target"] in (50, 500)
 
 
-def test_torchrun_two_processes_on_cpu(tmp_path, capsys):
+def torchrun_digits(out: Path, *flags: str) -> None:
+    """One digits epoch under ``torchrun --nproc_per_node 2`` on CPU (gloo)."""
     torchrun = Path(sys.executable).with_name("torchrun")
-    out = tmp_path / "ddp"
     env = dict(os.environ, OMP_NUM_THREADS="1")
     proc = subprocess.run([str(torchrun), "--standalone", "--nproc_per_node", "2", "-m",
                            "ttfs_plugin", "train", "--dataset", "digits", "--epochs", "1",
-                           "--device", "cpu", "--out", str(out), "--quiet"],
+                           "--device", "cpu", *flags, "--out", str(out), "--quiet"],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+def test_torchrun_two_processes_on_cpu(tmp_path, capsys):
+    out = tmp_path / "ddp"
+    torchrun_digits(out)
     assert sorted(p.name for p in out.glob("checkpoint*.pt")) == ["checkpoint.pt"]
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["world_size"] == 2 and len(metrics["history"]) == 1
@@ -184,14 +189,8 @@ def test_torchrun_two_processes_on_cpu(tmp_path, capsys):
 
 def test_torchrun_with_precise_bn(tmp_path):
     """Both ranks recompute the statistics over the same batches; rank 0 saves them."""
-    torchrun = Path(sys.executable).with_name("torchrun")
     out = tmp_path / "ddp"
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    proc = subprocess.run([str(torchrun), "--standalone", "--nproc_per_node", "2", "-m",
-                           "ttfs_plugin", "train", "--dataset", "digits", "--epochs", "1",
-                           "--device", "cpu", "--precise-bn", "--out", str(out), "--quiet"],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    torchrun_digits(out, "--precise-bn")
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["history"][-1]["precise_bn"]["val_accuracy"] == metrics["final"]["accuracy"]
     saved = torch.load(out / "checkpoint.pt", weights_only=True)
