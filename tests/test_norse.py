@@ -15,13 +15,14 @@ from norse.torch.utils.state import _is_module_stateful  # noqa: E402
 from ttfs_plugin import norse as tnorse  # noqa: E402
 from ttfs_plugin.data import load_digits  # noqa: E402
 from ttfs_plugin.errors import CheckpointError, ConfigError  # noqa: E402
-from ttfs_plugin.export import ExportError, save_exported  # noqa: E402
+from ttfs_plugin import snntorch as tsnn  # noqa: E402
+from ttfs_plugin.export import ExportError  # noqa: E402
 from ttfs_plugin.kernel import encode, threshold_table  # noqa: E402
 from ttfs_plugin.layers import InputEncoder, TBBatchNorm1d  # noqa: E402
 from ttfs_plugin.metrics import efficiency_figures  # noqa: E402
 from ttfs_plugin.models import mlp, small_cnn, vgg16  # noqa: E402
 from ttfs_plugin.simulation import agreement, surrogate_spike_times  # noqa: E402
-from ttfs_plugin.timestep import is_silent  # noqa: E402
+from ttfs_plugin.timestep import is_silent, step_tensor  # noqa: E402
 from ttfs_plugin.training import TrainConfig, fit, spike_proxy_loss  # noqa: E402
 
 
@@ -128,7 +129,7 @@ def test_feed_forward_step_uses_norse_surrogate_backward_and_exact_heaviside_for
     p = tnorse.TTFSParameters(0, T, torch.tensor(10.0), torch.tensor(0.0), method="super")
     mem = torch.tensor([thr[0].item(), thr[0].item() - 0.3, thr[0].item() + 0.2],
                        requires_grad=True)
-    state = tnorse.TTFSState(mem, torch.zeros(3, dtype=torch.bool), T)  # first fire step
+    state = tnorse.TTFSState(mem, torch.zeros(3, dtype=torch.bool), step_tensor(T))  # fire
     spikes, _ = tnorse.ttfs_feed_forward_step(torch.zeros(3), state, p)
     assert spikes.tolist() == [1.0, 0.0, 1.0]  # u == thr fires (Norse's heaviside would not)
     spikes.sum().backward()
@@ -138,7 +139,8 @@ def test_feed_forward_step_uses_norse_surrogate_backward_and_exact_heaviside_for
 
 def test_feed_forward_step_clamps_tau_like_the_kernel():
     p = tnorse.TTFSParameters(0, 4, torch.tensor(-1.0), torch.tensor(0.0))
-    state = tnorse.TTFSState(torch.tensor([0.5]), torch.zeros(1, dtype=torch.bool), 4)
+    state = tnorse.TTFSState(torch.tensor([0.5]), torch.zeros(1, dtype=torch.bool),
+                             step_tensor(4))
     spikes, _ = tnorse.ttfs_feed_forward_step(torch.zeros(1), state, p)
     assert torch.isfinite(spikes).all()
 
@@ -169,7 +171,7 @@ def test_idle_steps_do_no_work():
     out2, state2 = cell(x, state)
     assert is_silent(out1) and out2 is out1 and not out1.any()
     assert state2.step == 2 and state2.mem is state.mem
-    state = state2._replace(step=8)  # window 2: integrates
+    state = state2._replace(step=step_tensor(8))  # window 2: integrates
     out, state = cell(x, state)
     assert torch.equal(state.mem, x) and is_silent(out)
     syn = tnorse.TemporalKernelSynapse(cell.kernel, 0, nn.Linear(5, 2))
@@ -266,15 +268,21 @@ def test_save_load_round_trip(tmp_path, dtype):
     with torch.no_grad():
         _same(tnorse.simulate(net, x), tnorse.simulate(loaded, x))
     tnorse.save(loaded, tmp_path / "again.pt")  # a loaded net saves again
-    with pytest.raises(ValueError, match="to_norse"):
-        tnorse.save(SequentialState(tnorse.TTFSCell(0)), tmp_path / "x.pt")
+    hand_built = SequentialState(tnorse.TTFSCell(0, T=4),
+                                 tnorse.TemporalKernelSynapse(tnorse.TTFSCell(0, T=4).kernel, 0,
+                                                              nn.Linear(3, 2)),
+                                 tnorse.ReadoutIntegrator(1))
+    tnorse.save(hand_built, tmp_path / "hand.pt")  # any network of the plugin's modules saves
+    assert len(list(tnorse.load(tmp_path / "hand.pt"))) == 3
+    with pytest.raises(ExportError, match="none of the plugin"):
+        tnorse.save(SequentialState(nn.Linear(2, 2)), tmp_path / "x.pt")
 
 
 def test_foreign_truncated_or_missing_files_are_refused(tmp_path):
     model = mlp(hidden=(16,)).eval()
     net = tnorse.to_norse(model)
     foreign = tmp_path / "foreign.pt"
-    save_exported(foreign, net, net._ttfs_spec, "snntorch")
+    tsnn.save(tsnn.to_snntorch(model), foreign)
     with pytest.raises(CheckpointError, match="snntorch"):
         tnorse.load(foreign)
     good = tmp_path / "good.pt"

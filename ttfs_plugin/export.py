@@ -1,66 +1,185 @@
-"""The graph walk every exporter shares: surrogate network → a plan of time-stepped stages.
+"""Export, one way: surrogate network → plan of stages → an adapter's modules → file → modules.
 
-:func:`plan_network` reads a trained surrogate model (a ``TTFSNetwork`` or any ``nn.Sequential``
-made of the plugin's layers and plain torch layers), folds each batch norm into the weight op
-before it with its running statistics, and returns a list of stages:
+* :func:`plan_network` reads a trained surrogate model (a ``TTFSNetwork`` or any
+  ``nn.Sequential`` of the plugin's layers and plain torch layers), folds each batch norm into the
+  weight op before it with its running statistics, and returns a list of stages:
 
-* :class:`NeuronStage` — a TTFS neuron layer (the input encoder is layer 0);
-* :class:`SynapseStage` — the kernel-weighted connection from one neuron layer into the next,
-  wrapping everything linear in between (avg-pool, flatten, the folded weight op);
-* :class:`MaxPoolStage` — first-spike max-pooling right after a neuron layer;
-* :class:`ReadoutStage` — the output layer's integrator (its membrane is the logits).
+  - :class:`NeuronStage` — a TTFS neuron layer (layer 0 is the input layer; with
+    ``output="spikes"`` the last one is the spiking output layer ``L``);
+  - :class:`SynapseStage` — the kernel-weighted connection from one neuron layer into the next,
+    wrapping everything linear in between (avg-pool, flatten, the folded weight op);
+  - :class:`MaxPoolStage` — first-spike max-pooling right after a neuron layer;
+  - :class:`ReadoutStage` — the output layer's integrator (its membrane is the logits).
 
-The snnTorch and Norse adapters turn each stage into their own module.
+* :func:`build` turns stages into a framework's modules through its :class:`Backend` (one
+  factory per stage kind, and a container); every module built can describe itself again as its
+  stage (``module.to_stage()``), so :func:`save` writes any network of the plugin's modules,
+  converted or built by hand, and :func:`load` rebuilds it.
+
+A new stage kind is one :class:`Stage` subclass here, its step rule in
+:mod:`ttfs_plugin.timestep` and one factory per adapter.
 """
 
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, ClassVar
 
 import torch
 from torch import Tensor, nn
 
-from .errors import TTFSError
+from .errors import CheckpointError, ConfigError, TTFSError
 from .layers import InputEncoder, TemporalKernel, TTFSActivation
+from .timestep import INPUT_MODES, check_input_mode
 
+OUTPUT_MODES = ("membrane", "spikes")
 SUPPORTED = ("InputEncoder (first)", "TTFSActivation", "Conv2d", "Linear", "BatchNorm1d/2d",
              "TBBatchNorm1d/2d", "MaxPool2d", "AvgPool2d", "Flatten", "Identity", "Dropout")
+EXPORT_FORMAT = "ttfs-plugin/exported-network"
+EXPORT_VERSION = 2
 
 
 class ExportError(TTFSError):
     """A module the time-stepped simulation cannot represent."""
 
 
-@dataclass
-class NeuronStage:
-    index: int  # spiking layer l: integrates in window l, fires in window l+1
-    kernel: TemporalKernel  # a copy of the surrogate's, shared with the outgoing synapse
-    name: str
+# --- stages -------------------------------------------------------------------------------------
 
 
 @dataclass
-class SynapseStage:
-    source: int  # index of the neuron layer whose spikes it carries
-    kernel: TemporalKernel  # the source layer's kernel (the same object as its NeuronStage's)
-    op: nn.Module  # linear, no bias (avg-pool / flatten / folded conv or linear)
-    bias: Tensor | None
+class Stage:
+    """One step of the plan. Subclasses set ``kind`` and describe themselves as plain data."""
+
+    kind: ClassVar[str] = ""
     name: str
+
+    def to_dict(self) -> dict:
+        return {"kind": self.kind, "name": self.name}
+
+    @classmethod
+    def from_dict(cls, item: dict, kernels: dict[int, TemporalKernel]) -> Stage:
+        return cls(name=item["name"])
 
 
 @dataclass
-class MaxPoolStage:
-    kernel_size: int
-    name: str
+class NeuronStage(Stage):
+    """Spiking layer ``index``: integrates in window ``index``, fires in window ``index + 1``."""
+
+    kind: ClassVar[str] = "neuron"
+    index: int = 0
+    kernel: TemporalKernel = field(default_factory=TemporalKernel)
+    input_mode: str = "analog"  # layer 0 only: see timestep.INPUT_MODES
+    output: bool = False  # the spiking output layer (its spikes are the network's output)
+
+    def to_dict(self) -> dict:
+        return {**super().to_dict(), "index": self.index, "T": self.kernel.T,
+                "theta0": self.kernel.theta0, "input_mode": self.input_mode,
+                "output": self.output}
+
+    @classmethod
+    def from_dict(cls, item, kernels):
+        kernel = TemporalKernel(item["T"], theta0=item["theta0"])
+        kernels[item["index"]] = kernel
+        return cls(item["name"], item["index"], kernel, check_input_mode(item["input_mode"]),
+                   bool(item["output"]))
 
 
 @dataclass
-class ReadoutStage:
-    index: int  # = L, the number of spiking layers
-    name: str
+class SynapseStage(Stage):
+    """Spikes of layer ``source`` into the next layer, ``kappa_source(k)`` per spike."""
+
+    kind: ClassVar[str] = "synapse"
+    source: int = 0
+    kernel: TemporalKernel = field(default_factory=TemporalKernel)  # the source layer's
+    op: nn.Module = field(default_factory=nn.Identity)  # linear, no bias
+    bias: Tensor | None = None
+
+    def to_dict(self) -> dict:
+        return {**super().to_dict(), "source": self.source, "op": describe_op(self.op),
+                "bias": self.bias is not None}
+
+    @classmethod
+    def from_dict(cls, item, kernels):
+        op = build_op(item["op"])
+        bias = None
+        if item["bias"]:
+            last = op[-1] if isinstance(op, nn.Sequential) else op
+            bias = torch.zeros(last.weight.shape[0])
+        return cls(item["name"], item["source"], kernels[item["source"]], op, bias)
 
 
-Stage = NeuronStage | SynapseStage | MaxPoolStage | ReadoutStage
+@dataclass
+class MaxPoolStage(Stage):
+    """First-spike max-pooling, non-overlapping ``kernel_size``."""
+
+    kind: ClassVar[str] = "maxpool"
+    kernel_size: int = 2
+
+    def to_dict(self) -> dict:
+        return {**super().to_dict(), "kernel_size": self.kernel_size}
+
+    @classmethod
+    def from_dict(cls, item, kernels):
+        return cls(item["name"], int(item["kernel_size"]))
+
+
+@dataclass
+class ReadoutStage(Stage):
+    """The non-spiking output layer ``index = L``: its membrane is the logits."""
+
+    kind: ClassVar[str] = "readout"
+    index: int = 0
+
+    def to_dict(self) -> dict:
+        return {**super().to_dict(), "index": self.index}
+
+    @classmethod
+    def from_dict(cls, item, kernels):
+        return cls(item["name"], int(item["index"]))
+
+
+STAGE_KINDS: dict[str, type[Stage]] = {
+    cls.kind: cls for cls in (NeuronStage, SynapseStage, MaxPoolStage, ReadoutStage)}
+
+
+# --- linear ops inside a synapse: a table of codecs ---------------------------------------------
+
+_OP_CODECS: dict[type, tuple[str, Callable[[nn.Module], dict]]] = {
+    nn.Conv2d: ("Conv2d", lambda m: {"in_channels": m.in_channels,
+                                     "out_channels": m.out_channels,
+                                     "kernel_size": list(m.kernel_size),
+                                     "stride": list(m.stride), "padding": list(m.padding),
+                                     "bias": False}),
+    nn.Linear: ("Linear", lambda m: {"in_features": m.in_features,
+                                     "out_features": m.out_features, "bias": False}),
+    nn.AvgPool2d: ("AvgPool2d", lambda m: {"kernel_size": m.kernel_size, "stride": m.stride}),
+    nn.Flatten: ("Flatten", lambda m: {"start_dim": m.start_dim, "end_dim": m.end_dim}),
+    nn.Identity: ("Identity", lambda m: {}),
+}
+_OP_CLASSES = {name: cls for cls, (name, _) in _OP_CODECS.items()}
+
+
+def describe_op(op: nn.Module) -> list:
+    """Plain description of a synapse's linear op (rebuilt by :func:`build_op`)."""
+    parts = list(op) if isinstance(op, nn.Sequential) else [op]
+    out = []
+    for part in parts:
+        codec = _OP_CODECS.get(type(part))
+        if codec is None:
+            raise ExportError(f"cannot describe {type(part).__name__} for saving; a synapse op "
+                              f"is made of {', '.join(_OP_CLASSES)}")
+        out.append([codec[0], codec[1](part)])
+    return out
+
+
+def build_op(description: list) -> nn.Module:
+    parts = [_OP_CLASSES[kind](**kwargs) for kind, kwargs in description]
+    return parts[0] if len(parts) == 1 else nn.Sequential(*parts)
+
+
+# --- the graph walk -----------------------------------------------------------------------------
 
 
 def fold_batch_norm(op: nn.Module, bn: nn.Module | None) -> tuple[nn.Module, Tensor | None]:
@@ -99,181 +218,199 @@ def _leaves(module: nn.Module):
             yield name, child
 
 
-def plan_network(network: nn.Module) -> list[Stage]:
-    """The time-stepped plan of a trained surrogate ``network`` (see the module docstring)."""
+class _Planner:
+    """Walks the surrogate's leaves once; each module type has one handler (see ``HANDLERS``)."""
+
+    def __init__(self, T: int, input_mode: str) -> None:
+        self.T = T
+        self.input_mode = input_mode
+        self.stages: list[Stage] = []
+        self.layer = -1  # index of the last neuron layer
+        self.kernel: TemporalKernel | None = None  # its (copied) kernel
+        self.pending: list[nn.Module] = []  # linear modules between a neuron and a weight op
+        self.weight: tuple[str, nn.Module, nn.Module | None] | None = None
+
+    def flush_synapse(self) -> None:
+        assert self.weight is not None and self.kernel is not None
+        name, op, bn = self.weight
+        folded, bias = fold_batch_norm(op, bn)
+        linear = nn.Sequential(*self.pending, folded) if self.pending else folded
+        self.stages.append(SynapseStage(name, self.layer, self.kernel, linear, bias))
+        self.pending, self.weight = [], None
+
+    def neuron(self, name: str, module: TTFSActivation) -> None:
+        if module.T != self.T:
+            raise ExportError(f"{name}: window T={module.T} differs from the input encoder's "
+                              f"T={self.T}; every layer must share T")
+        if self.layer >= 0:
+            if self.weight is None:
+                raise ExportError(f"{name}: a TTFS neuron must follow a weight op")
+            self.flush_synapse()
+        elif self.pending:
+            raise ExportError(f"{name}: nothing may sit before the input encoder")
+        self.layer += 1
+        self.kernel = copy.deepcopy(module.kernel)
+        mode = self.input_mode if self.layer == 0 else "analog"
+        self.stages.append(NeuronStage(name, self.layer, self.kernel, mode))
+
+    def weight_op(self, name: str, module: nn.Module) -> None:
+        if self.weight is not None:
+            raise ExportError(f"{name}: two weight ops without a TTFS neuron between them")
+        self.weight = (name, module, None)
+
+    def batch_norm(self, name: str, module: nn.Module) -> None:
+        if self.weight is None or self.weight[2] is not None:
+            raise ExportError(f"{name}: batch norm must directly follow a Conv2d/Linear")
+        self.weight = (self.weight[0], self.weight[1], module)
+
+    def max_pool(self, name: str, module: nn.MaxPool2d) -> None:
+        if self.weight is not None or self.pending:
+            raise ExportError(f"{name}: max-pooling must directly follow a TTFS neuron")
+        if module.stride not in (None, module.kernel_size) or module.padding != 0:
+            raise ExportError(f"{name}: only non-overlapping max-pooling without padding "
+                              "(stride = kernel_size) is supported")
+        size = module.kernel_size
+        self.stages.append(MaxPoolStage(name, int(size[0] if isinstance(size, tuple) else size)))
+
+    def linear_reshape(self, name: str, module: nn.Module) -> None:
+        if self.weight is not None:
+            raise ExportError(f"{name}: pooling/flatten after a weight op needs a TTFS neuron "
+                              "in between")
+        self.pending.append(copy.deepcopy(module))
+
+    def skip(self, name: str, module: nn.Module) -> None:
+        pass
+
+    HANDLERS: ClassVar[dict[type, str]] = {
+        TTFSActivation: "neuron", nn.Conv2d: "weight_op", nn.Linear: "weight_op",
+        nn.BatchNorm1d: "batch_norm", nn.BatchNorm2d: "batch_norm", nn.MaxPool2d: "max_pool",
+        nn.AvgPool2d: "linear_reshape", nn.Flatten: "linear_reshape", nn.Identity: "skip",
+        nn.Dropout: "skip",
+    }
+
+    def visit(self, name: str, module: nn.Module) -> None:
+        handler = next((self.HANDLERS[cls] for cls in type(module).__mro__
+                        if cls in self.HANDLERS), None)
+        if handler is None:
+            raise ExportError(f"cannot convert module {name!r} ({type(module).__name__}); "
+                              f"supported: {', '.join(SUPPORTED)}")
+        getattr(self, handler)(name, module)
+
+
+def plan_network(network: nn.Module, output: str = "membrane",
+                 input_mode: str = "analog") -> list[Stage]:
+    """The time-stepped plan of a trained surrogate ``network`` (see the module docstring).
+
+    ``output="membrane"`` ends in a :class:`ReadoutStage` (logits = membrane after ``(L+1)*T``
+    steps); ``"spikes"`` ends in a spiking output layer ``L`` whose first spike is the class
+    (``(L+2)*T`` steps; its kernel starts as a copy of layer ``L-1`` 's). ``input_mode`` is how
+    layer 0 takes its input (``timestep.INPUT_MODES``).
+    """
+    if output not in OUTPUT_MODES:
+        raise ConfigError(f"unknown output {output!r}; choose one of: {', '.join(OUTPUT_MODES)}")
+    check_input_mode(input_mode)
     if not isinstance(network, nn.Sequential):
         raise ExportError(f"can only export an nn.Sequential (such as TTFSNetwork), got "
                           f"{type(network).__name__}")
-    leaves = [(n, m) for n, m in _leaves(network)
-              if not isinstance(m, (nn.Identity, nn.Dropout))]
-    if not leaves or not isinstance(leaves[0][1], InputEncoder):
+    leaves = list(_leaves(network))
+    first = next((m for _, m in leaves if not isinstance(m, (nn.Identity, nn.Dropout))), None)
+    if not isinstance(first, InputEncoder):
         raise ExportError("the network must start with an InputEncoder (layer 0 of a TTFS "
                           "network); build it with ttfs_plugin.models or put one first")
-    stages: list[Stage] = []
-    layer = -1  # index of the last neuron layer
-    T = leaves[0][1].T
-    pending: list[nn.Module] = []  # linear modules between a neuron and the next neuron
-    weight: tuple[str, nn.Module, nn.Module | None] | None = None
-    kernel: TemporalKernel | None = None  # the last neuron layer's (copied) kernel
-
-    def flush_synapse():
-        nonlocal pending, weight
-        assert weight is not None and kernel is not None
-        name, op, bn = weight
-        folded, bias = fold_batch_norm(op, bn)
-        linear = nn.Sequential(*pending, folded) if pending else folded
-        stages.append(SynapseStage(layer, kernel, linear, bias, name))
-        pending, weight = [], None
-
+    planner = _Planner(first.T, input_mode)
     for name, module in leaves:
-        if isinstance(module, TTFSActivation):  # the input encoder included
-            if module.T != T:
-                raise ExportError(f"{name}: window T={module.T} differs from the input "
-                                  f"encoder's T={T}; every layer must share T")
-            if layer >= 0:
-                if weight is None:
-                    raise ExportError(f"{name}: a TTFS neuron must follow a weight op")
-                flush_synapse()
-            elif pending:
-                raise ExportError(f"{name}: nothing may sit before the input encoder")
-            layer += 1
-            kernel = copy.deepcopy(module.kernel)
-            stages.append(NeuronStage(layer, kernel, name))
-        elif isinstance(module, (nn.Conv2d, nn.Linear)):
-            if weight is not None:
-                raise ExportError(f"{name}: two weight ops without a TTFS neuron between them")
-            weight = (name, module, None)
-        elif isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d)):
-            if weight is None or weight[2] is not None:
-                raise ExportError(f"{name}: batch norm must directly follow a Conv2d/Linear")
-            weight = (weight[0], weight[1], module)
-        elif isinstance(module, nn.MaxPool2d):
-            if weight is not None or pending:
-                raise ExportError(f"{name}: max-pooling must directly follow a TTFS neuron")
-            if module.stride not in (None, module.kernel_size) or module.padding != 0:
-                raise ExportError(f"{name}: only non-overlapping max-pooling without padding "
-                                  "(stride = kernel_size) is supported")
-            stages.append(MaxPoolStage(_int(module.kernel_size), name))
-        elif isinstance(module, (nn.AvgPool2d, nn.Flatten)):
-            if weight is not None:
-                raise ExportError(f"{name}: pooling/flatten after a weight op needs a TTFS "
-                                  "neuron in between")
-            pending.append(copy.deepcopy(module))
-        else:
-            raise ExportError(f"cannot convert module {name!r} ({type(module).__name__}); "
-                              f"supported: {', '.join(SUPPORTED)}")
-    if weight is None:
+        planner.visit(name, module)
+    if planner.weight is None:
         raise ExportError("the network must end with an output weight op (Linear) whose "
                           "membrane gives the logits")
-    flush_synapse()
-    stages.append(ReadoutStage(layer + 1, "output"))
+    planner.flush_synapse()
+    L = planner.layer + 1
+    if output == "membrane":
+        planner.stages.append(ReadoutStage("readout", L))
+    else:
+        kernel = copy.deepcopy(planner.kernel)
+        planner.stages.append(NeuronStage("spike_output", L, kernel, output=True))
+    return planner.stages
+
+
+# --- building, saving and loading through a backend ---------------------------------------------
+
+
+@dataclass(frozen=True)
+class Backend:
+    """What an adapter supplies: one module factory per stage kind, and a container.
+
+    ``factories[kind](stage, **options)`` returns a module that has ``to_stage()``;
+    ``container(named_modules)`` wraps them; ``finish(net)`` (e.g. binding the run clock) runs
+    after building or loading.
+    """
+
+    name: str
+    factories: dict[str, Callable[..., nn.Module]]
+    container: Callable[[list[tuple[str, nn.Module]]], nn.Module]
+    finish: Callable[[nn.Module], nn.Module] = lambda net: net
+
+
+def build(stages: list[Stage], backend: Backend, **options) -> nn.Module:
+    """The backend's network for ``stages``."""
+    missing = {st.kind for st in stages} - set(backend.factories)
+    if missing:
+        raise ExportError(f"the {backend.name} adapter cannot build stage kinds "
+                          f"{sorted(missing)}")
+    names = [st.name for st in stages]
+    if len(set(names)) != len(names):
+        raise ExportError(f"stage names must be unique, got {names}")
+    modules = [(st.name, backend.factories[st.kind](st, **options)) for st in stages]
+    return backend.finish(backend.container(modules))
+
+
+def convert(model: nn.Module, backend: Backend, output: str = "membrane",
+            input_mode: str = "analog", **options) -> nn.Module:
+    """``model`` planned and built for ``backend``, in the model's dtype."""
+    net = build(plan_network(model, output, input_mode), backend, **options)
+    return net.to(next(model.parameters()).dtype)
+
+
+def stages_of(net: nn.Module) -> list[Stage]:
+    """The stages a built network describes (every module of the plugin, in order)."""
+    stages = [m.to_stage() for m in net.modules() if callable(getattr(m, "to_stage", None))]
+    if not stages:
+        raise ExportError("the network holds none of the plugin's time-stepped modules")
     return stages
 
 
-def _int(value) -> int:
-    return int(value[0]) if isinstance(value, (tuple, list)) else int(value)
-
-
-# --- saving an exported network: stages <-> a plain description --------------------------------
-
-EXPORT_FORMAT = "ttfs-plugin/exported-network"
-
-
-def describe_op(op: nn.Module) -> list:
-    """Plain description of a synapse's linear op (rebuilt by :func:`build_op`)."""
-    parts = list(op) if isinstance(op, nn.Sequential) else [op]
-    out = []
-    for part in parts:
-        if isinstance(part, nn.Conv2d):
-            out.append(["Conv2d", {"in_channels": part.in_channels,
-                                   "out_channels": part.out_channels,
-                                   "kernel_size": list(part.kernel_size),
-                                   "stride": list(part.stride), "padding": list(part.padding),
-                                   "bias": False}])
-        elif isinstance(part, nn.Linear):
-            out.append(["Linear", {"in_features": part.in_features,
-                                   "out_features": part.out_features, "bias": False}])
-        elif isinstance(part, nn.AvgPool2d):
-            out.append(["AvgPool2d", {"kernel_size": part.kernel_size, "stride": part.stride}])
-        elif isinstance(part, nn.Flatten):
-            out.append(["Flatten", {"start_dim": part.start_dim, "end_dim": part.end_dim}])
-        else:
-            raise ExportError(f"cannot describe {type(part).__name__} for saving")
-    return out
-
-
-_OPS = {"Conv2d": nn.Conv2d, "Linear": nn.Linear, "AvgPool2d": nn.AvgPool2d,
-        "Flatten": nn.Flatten}
-
-
-def build_op(description: list) -> nn.Module:
-    parts = [_OPS[kind](**kwargs) for kind, kwargs in description]
-    return parts[0] if len(parts) == 1 else nn.Sequential(*parts)
-
-
-def stages_to_spec(stages: list[Stage]) -> list[dict]:
-    """JSON-like description of a plan (weights and kernel values go in the state dict)."""
-    spec = []
-    for st in stages:
-        if isinstance(st, NeuronStage):
-            spec.append({"kind": "neuron", "index": st.index, "T": st.kernel.T,
-                         "theta0": st.kernel.theta0, "name": st.name})
-        elif isinstance(st, SynapseStage):
-            spec.append({"kind": "synapse", "source": st.source, "op": describe_op(st.op),
-                         "bias": st.bias is not None, "name": st.name})
-        elif isinstance(st, MaxPoolStage):
-            spec.append({"kind": "maxpool", "kernel_size": st.kernel_size, "name": st.name})
-        else:
-            spec.append({"kind": "readout", "index": st.index, "name": st.name})
-    return spec
-
-
-def spec_to_stages(spec: list[dict]) -> list[Stage]:
-    """Stages with fresh modules in the shape ``spec`` describes (load weights afterwards)."""
-    stages: list[Stage] = []
-    kernels: dict[int, TemporalKernel] = {}
-    try:
-        for item in spec:
-            kind = item["kind"]
-            if kind == "neuron":
-                kernels[item["index"]] = TemporalKernel(item["T"], theta0=item["theta0"])
-                stages.append(NeuronStage(item["index"], kernels[item["index"]], item["name"]))
-            elif kind == "synapse":
-                op = build_op(item["op"])
-                bias = None
-                if item["bias"]:
-                    last = op[-1] if isinstance(op, nn.Sequential) else op
-                    bias = torch.zeros(last.weight.shape[0])
-                stages.append(SynapseStage(item["source"], kernels[item["source"]], op, bias,
-                                           item["name"]))
-            elif kind == "maxpool":
-                stages.append(MaxPoolStage(item["kernel_size"], item["name"]))
-            elif kind == "readout":
-                stages.append(ReadoutStage(item["index"], item["name"]))
-            else:
-                raise KeyError(kind)
-    except (KeyError, TypeError, IndexError) as exc:
-        raise ExportError(f"not a valid exported-network description ({exc!r})") from None
-    return stages
-
-
-def save_exported(path, net: nn.Module, stages_spec: list[dict], framework: str) -> None:
-    """Write an exported network: its description, dtype and state dict (atomically)."""
+def save(net: nn.Module, path: str | Path, backend: Backend) -> None:
+    """Write ``net`` (any network of the plugin's modules): its stages, dtype and weights."""
     from .checkpoint import atomic_torch_save
 
+    spec = [st.to_dict() for st in stages_of(net)]
     dtypes = {p.dtype for p in net.parameters()}
     dtype = str(dtypes.pop()).replace("torch.", "") if len(dtypes) == 1 else "float32"
-    atomic_torch_save({"format": EXPORT_FORMAT, "framework": framework, "version": 1,
-                       "stages": stages_spec, "dtype": dtype,
+    atomic_torch_save({"format": EXPORT_FORMAT, "framework": backend.name,
+                       "version": EXPORT_VERSION, "stages": spec, "dtype": dtype,
                        "state_dict": net.state_dict()}, path)
+
+
+def load(path: str | Path, backend: Backend, **options) -> nn.Module:
+    """Rebuild a network saved by :func:`save` for ``backend`` (no surrogate, no training code)."""
+    data = read_exported(path, backend.name)
+    kernels: dict[int, TemporalKernel] = {}
+    try:
+        stages = [STAGE_KINDS[item["kind"]].from_dict(item, kernels) for item in data["stages"]]
+    except (KeyError, TypeError, IndexError, ValueError) as exc:
+        raise CheckpointError(f"{path}: not a valid exported-network description "
+                              f"({exc!r})") from None
+    net = build(stages, backend, **options).to(getattr(torch, data["dtype"]))
+    try:
+        net.load_state_dict(data["state_dict"])
+    except RuntimeError as exc:
+        raise CheckpointError(f"{path}: weights do not fit the described network "
+                              f"({str(exc).splitlines()[0]})") from None
+    return net
 
 
 def read_exported(path, framework: str) -> dict:
     """The saved dict of an exported network, with clear errors for a wrong or damaged file."""
-    from pathlib import Path
-
-    from .errors import CheckpointError
-
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"no exported network at {path}; make one with 'ttfs export'")
@@ -284,8 +421,18 @@ def read_exported(path, framework: str) -> dict:
                               f"({type(exc).__name__})") from None
     if not isinstance(data, dict) or data.get("format") != EXPORT_FORMAT:
         raise CheckpointError(f"{path} is not an exported ttfs-plugin network")
+    if data.get("version") != EXPORT_VERSION:
+        raise CheckpointError(f"{path} is an exported network of format version "
+                              f"{data.get('version')}; this ttfs-plugin reads version "
+                              f"{EXPORT_VERSION}: export it again from its checkpoint")
     if data.get("framework") != framework:
         raise CheckpointError(f"{path} was exported for {data.get('framework')!r}, not "
                               f"{framework!r}; load it with ttfs_plugin.{data.get('framework')}"
                               ".load")
     return data
+
+
+__all__ = ["ExportError", "Stage", "NeuronStage", "SynapseStage", "MaxPoolStage", "ReadoutStage",
+           "STAGE_KINDS", "OUTPUT_MODES", "INPUT_MODES", "plan_network", "fold_batch_norm",
+           "describe_op", "build_op", "Backend", "build", "convert", "stages_of", "save", "load",
+           "read_exported"]

@@ -33,33 +33,37 @@ try:
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise ImportError("ttfs_plugin.norse needs Norse: pip install 'ttfs-plugin[norse]'") from exc
 
-from .export import (
-    MaxPoolStage,
-    NeuronStage,
-    ReadoutStage,
-    SynapseStage,
-    plan_network,
-    read_exported,
-    save_exported,
-    spec_to_stages,
-    stages_to_spec,
-)
+from . import export
+from .errors import ConfigError
 from .kernel import TAU_MIN, threshold_table
 from .layers import TemporalKernel
-from .simulation import SimulationResult, SpikeTimeRecorder
-from .stepped import SilentOutput, SynapseBase, num_steps, pooled_shape
+from .simulation import SimulationResult, run_simulation
+from .stepped import (
+    MaxPoolBase,
+    NeuronBase,
+    ReadoutBase,
+    SynapseBase,
+    impulse_train,
+    input_spike_train,
+    num_steps,
+)
 from .timestep import (
-    first_spike_pool_step,
-    is_silent,
-    neuron_step,
+    NeuronState,
+    PoolState,
+    ReadoutState,
+    SynapseState,
+    WindowTable,
+    as_current,
+    check_input_mode,
+    initial_neuron_state,
+    layer_step,
     straight_through,
-    windows,
 )
 
 __all__ = ["TTFSParameters", "TTFSState", "ttfs_feed_forward_step", "initial_ttfs_state",
            "TTFSCell", "SynapseState", "TemporalKernelSynapse", "PoolState",
            "FirstSpikeMaxPool2d", "ReadoutState", "ReadoutIntegrator", "to_norse", "simulate",
-           "num_steps", "save", "load"]
+           "num_steps", "impulse_train", "input_spike_train", "save", "load", "BACKEND"]
 
 
 # --- the functional core ------------------------------------------------------------------------
@@ -69,69 +73,78 @@ class TTFSParameters(NamedTuple):
     """Parameters of a TTFS neuron layer (Norse style).
 
     ``layer_index`` ``l``: integrates in window ``l``, fires in window ``l+1``; ``T`` window
-    length; ``tau``, ``td`` kernel time constant and delay (tensors, may be trainable; ``tau`` is
-    clamped to ``TAU_MIN`` as in :class:`~ttfs_plugin.layers.TemporalKernel`); ``theta0``
-    initial threshold; ``method``, ``alpha`` Norse's surrogate gradient (backward only).
+    length; ``tau``, ``td`` kernel time constant and delay (floats or tensors, may be trainable;
+    ``tau`` is clamped to ``TAU_MIN`` as in :class:`~ttfs_plugin.layers.TemporalKernel`);
+    ``theta0`` initial threshold; ``method``, ``alpha`` Norse's surrogate gradient (backward
+    only); ``norm`` an optional module applied to the integrated membrane when firing starts (a
+    TB batch norm); ``input_mode`` how layer 0 takes input (``"analog"`` or ``"spikes"``).
     """
 
     layer_index: int
     T: int
-    tau: Tensor
-    td: Tensor
+    tau: Tensor | float
+    td: Tensor | float
     theta0: float = 1.0
     method: str = "super"
     alpha: float = 100.0
+    norm: nn.Module | None = None
+    input_mode: str = "analog"
 
 
-class TTFSState(NamedTuple):
-    """State of a TTFS neuron layer: membrane, who has fired (bool) and the global step."""
-
-    mem: Tensor
-    fired: Tensor
-    step: int
+#: State of a TTFS neuron layer: ``mem``, ``fired`` (bool) and ``step`` (0-dim int64), all
+#: tensors (the same type as :class:`ttfs_plugin.timestep.NeuronState`).
+TTFSState = NeuronState
 
 
 def initial_ttfs_state(input_tensor: Tensor) -> TTFSState:
     """Zero membrane, nobody fired, step 0, shaped like ``input_tensor``."""
-    return TTFSState(torch.zeros_like(input_tensor),
-                     torch.zeros_like(input_tensor, dtype=torch.bool), 0)
+    return initial_neuron_state(input_tensor)
+
+
+def _tensor(value, dtype=None) -> Tensor:
+    return value if isinstance(value, Tensor) else torch.tensor(float(value), dtype=dtype)
 
 
 def ttfs_feed_forward_step(input_tensor: Tensor, state: TTFSState | None, p: TTFSParameters,
-                           norm: nn.Module | None = None, thresholds: Tensor | None = None,
-                           zeros: Tensor | None = None) -> tuple[Tensor, TTFSState]:
-    """One step of a TTFS neuron layer; returns ``(spikes, new_state)``.
+                           dt: float = 1.0, *, zeros: Tensor | None = None
+                           ) -> tuple[Tensor, TTFSState]:
+    """One step of a TTFS neuron layer; returns ``(spikes, new_state)``. The signature is
+    Norse's ``SNNCell`` activation contract ``(input, state, p, dt)``.
 
     Integrate window (``w == p.layer_index``): ``mem += input``. Fire window: spike where
     ``mem >= thr[k]`` with ``thr = threshold_table(max(tau, TAU_MIN), td, T, theta0)``, once per
     neuron. Forward the rule is exact; backward a spike has the derivative of Norse's
-    ``threshold(v, p.method, p.alpha)`` surrogate at ``v = mem - thr[k]``.
-
-    ``norm`` (e.g. a TB batch norm) normalises the integrated membrane when firing starts;
-    ``thresholds`` is the precomputed table (a cell passes its kernel's); ``zeros`` is returned
-    as the spikes of silent steps.
+    ``threshold(v, p.method, p.alpha)`` surrogate at ``v = mem - thr[k]``. Bool, int and sparse
+    inputs become dense floats of the parameters' dtype. TTFS time counts steps (``tau`` and
+    ``td`` are in steps), so ``dt`` must be 1.
     """
-    if state is None:
-        state = initial_ttfs_state(input_tensor)
-    if thresholds is None:
-        thresholds = threshold_table(p.tau.clamp_min(TAU_MIN), p.td, p.T, p.theta0)
+    if float(dt) != 1.0:
+        raise ConfigError(f"dt={dt}: TTFS time counts steps (tau, td and T are in steps); "
+                          "use dt=1")
+    tau = _tensor(p.tau)
+    td = _tensor(p.td, tau.dtype)
+    x = as_current(input_tensor, tau.dtype)
+    if state is None or state.mem.numel() == 0:
+        state = initial_ttfs_state(x)
+    T, theta0 = int(p.T), float(p.theta0)
+    table = WindowTable(T, lambda: threshold_table(tau.clamp_min(TAU_MIN), td, T, theta0))
     method, alpha = p.method, p.alpha
     spike_fn = straight_through(lambda v: norse_threshold(v, method, alpha))
-    spikes, new = neuron_step(input_tensor, state, p.layer_index, thresholds, spike_fn,
-                              zeros=zeros, norm=norm)
-    return spikes, TTFSState(*new)
+    return layer_step(x, state, int(p.layer_index), table, spike_fn, zeros=zeros, norm=p.norm,
+                      input_mode=check_input_mode(p.input_mode))
 
 
 # --- modules ------------------------------------------------------------------------------------
 
 
-class TTFSCell(SNNCell, SilentOutput):
+class TTFSCell(SNNCell, NeuronBase):
     """TTFS neuron cell of spiking layer ``layer_index`` (Norse style, without time):
     ``spikes, state = cell(x, state)``, ``state=None`` to start.
 
     IF membrane without leak, decaying threshold ``thr[k] = theta0 * kappa(k)``, fires once.
     Integrates during window ``layer_index`` and fires during window ``layer_index + 1`` of the
-    step counter in its :class:`TTFSState`; on every other step it does no work.
+    step counter in its :class:`TTFSState`; on every other step it does no work. Its activation
+    is :func:`ttfs_feed_forward_step`, so Norse's own ``SNNCell.forward`` gives the same result.
 
     Unlike Norse's cells, whose ``p`` is a plain tuple, ``tau`` and ``td`` are real
     ``nn.Parameter`` s of ``cell.kernel`` (a :class:`~ttfs_plugin.layers.TemporalKernel`, shared
@@ -141,19 +154,20 @@ class TTFSCell(SNNCell, SilentOutput):
 
     ``norm`` (optional, e.g. :class:`~ttfs_plugin.layers.TBBatchNorm1d`) normalises the
     integrated membrane once, when firing starts: the TB batch norm of a natively built network,
-    which :func:`ttfs_plugin.training.spike_proxy_loss` pairs with this cell.
+    which :func:`ttfs_plugin.training.spike_proxy_loss` pairs with this cell. ``input_mode``
+    (layer 0): ``"analog"`` impulse at step 0 or ``"spikes"`` (a first-spike train in window 0).
     """
 
     def __init__(self, layer_index: int, T: int = 32, tau: float = 10.0, td: float = 0.0,
                  theta0: float = 1.0, method: str = "super", alpha: float = 100.0,
                  kernel: TemporalKernel | None = None, norm: nn.Module | None = None,
-                 layer_name: str | None = None) -> None:
+                 layer_name: str | None = None, input_mode: str = "analog",
+                 is_output: bool = False) -> None:
         super().__init__(activation=ttfs_feed_forward_step, state_fallback=initial_ttfs_state,
-                         p=None, dt=1.0)
-        self.layer_index = int(layer_index)
-        self.kernel = kernel if kernel is not None else TemporalKernel(T, tau, td, theta0)
-        self.norm = norm
-        self.layer_name = layer_name
+                         p=None, dt=1.0, activation_sparse=ttfs_feed_forward_step)
+        if kernel is None:
+            kernel = TemporalKernel(T, tau, td, theta0)
+        self._init_neuron(layer_index, kernel, norm, layer_name, input_mode, is_output)
         self.method = str(method)
         self.alpha = float(alpha)
 
@@ -161,8 +175,8 @@ class TTFSCell(SNNCell, SilentOutput):
     def p(self) -> TTFSParameters:
         """The cell's :class:`TTFSParameters`, built from its kernel's current parameters."""
         k = self.kernel
-        return TTFSParameters(self.layer_index, k.T, k.tau, k.td, k.theta0, self.method,
-                              self.alpha)
+        return TTFSParameters(self.layer_index, k.T, k.tau, k.td, k.theta0,
+                              self.method, self.alpha, self.norm, self.input_mode)
 
     @p.setter
     def p(self, value) -> None:
@@ -170,29 +184,18 @@ class TTFSCell(SNNCell, SilentOutput):
             raise AttributeError("TTFSCell.p is derived from cell.kernel; change cell.kernel.tau"
                                  " / cell.kernel.td or build a new cell")
 
-    def firing_floor(self) -> Tensor:
-        return self.kernel.firing_floor()
+    def spike_function(self):
+        method, alpha = self.method, self.alpha
+        return straight_through(lambda v: norse_threshold(v, method, alpha))
 
     def forward(self, input_tensor: Tensor, state: TTFSState | None = None
                 ) -> tuple[Tensor, TTFSState]:
-        if state is None:
-            state = initial_ttfs_state(input_tensor)
-        window, _ = windows(state.step, self.kernel.T)
-        zeros = self._zeros_like(input_tensor.shape, input_tensor)
-        if window not in (self.layer_index, self.layer_index + 1):  # idle: no work
-            return zeros, state._replace(step=state.step + 1)
-        return ttfs_feed_forward_step(input_tensor, state, self.p, norm=self.norm,
-                                      thresholds=self.kernel.thresholds(), zeros=zeros)
+        return self.advance(input_tensor, state)
 
     def extra_repr(self) -> str:
         name = f", layer_name={self.layer_name!r}" if self.layer_name else ""
-        return f"layer_index={self.layer_index}, method={self.method!r}, alpha={self.alpha:g}{name}"
-
-
-class SynapseState(NamedTuple):
-    """State of a :class:`TemporalKernelSynapse`: the global step."""
-
-    step: int
+        return (NeuronBase.extra_repr(self) + f", method={self.method!r}, alpha={self.alpha:g}"
+                + name)
 
 
 class TemporalKernelSynapse(SynapseBase):
@@ -202,134 +205,86 @@ class TemporalKernelSynapse(SynapseBase):
 
     def forward(self, input_tensor: Tensor, state: SynapseState | None = None
                 ) -> tuple[Tensor, SynapseState]:
-        step = 0 if state is None else state.step
-        return self.current(input_tensor, step), SynapseState(step + 1)
+        return self.advance(input_tensor, state)
 
 
-class PoolState(NamedTuple):
-    """State of a :class:`FirstSpikeMaxPool2d`: which pooled units have emitted (or ``None``)."""
-
-    emitted: Tensor | None
-
-
-class FirstSpikeMaxPool2d(SilentOutput):
-    """Max-pooling of spikes in which a pooled unit emits only at its first input spike.
-
-    ``out, state = pool(spikes, state)``.
-    """
-
-    def __init__(self, kernel_size: int) -> None:
-        super().__init__()
-        self.kernel_size = int(kernel_size)
+class FirstSpikeMaxPool2d(MaxPoolBase):
+    __doc__ = MaxPoolBase.__doc__ + "\n    Norse style: ``out, state = pool(spikes, state)``.\n"
 
     def forward(self, input_tensor: Tensor, state: PoolState | None = None
                 ) -> tuple[Tensor, PoolState]:
-        shape = pooled_shape(input_tensor, self.kernel_size)
-        emitted = None if state is None else state.emitted
-        if emitted is not None and emitted.shape != shape:
-            emitted = None
-        if is_silent(input_tensor):
-            return self._zeros_like(shape, input_tensor), PoolState(emitted)
-        out, emitted = first_spike_pool_step(input_tensor, emitted, self.kernel_size)
-        return out, PoolState(emitted)
-
-    def extra_repr(self) -> str:
-        return f"kernel_size={self.kernel_size}"
+        return self.advance(input_tensor, state)
 
 
-class ReadoutState(NamedTuple):
-    """State of a :class:`ReadoutIntegrator`: its membrane (the logits)."""
-
-    mem: Tensor
-
-
-class ReadoutIntegrator(nn.Module):
-    """Non-spiking output layer: integrates its input current; its membrane is the logits.
-
-    ``mem, state = readout(current, state)``.
-    """
+class ReadoutIntegrator(ReadoutBase):
+    __doc__ = ReadoutBase.__doc__ + "\n    Norse style: ``mem, state = readout(current, state)``.\n"
 
     def forward(self, input_tensor: Tensor, state: ReadoutState | None = None
                 ) -> tuple[Tensor, ReadoutState]:
-        mem = None if state is None else state.mem
-        if mem is None or mem.shape != input_tensor.shape:
-            mem = torch.zeros_like(input_tensor)
-        if not is_silent(input_tensor):
-            mem = mem + input_tensor
-        return mem, ReadoutState(mem)
+        return self.advance(input_tensor, state)
 
 
 # --- conversion, simulation, saving -------------------------------------------------------------
 
 
-def modules_from_stages(stages, method: str = "super", alpha: float = 100.0) -> SequentialState:
-    """A ``SequentialState`` of Norse-style modules for export stages.
-
-    ``SequentialState`` names its children ``"0"``, ``"1"``, …; each cell keeps its stage name as
-    ``layer_name`` so spike times are reported under the surrogate's layer names.
-    """
-    modules: list[nn.Module] = []
-    for st in stages:
-        if isinstance(st, NeuronStage):
-            modules.append(TTFSCell(st.index, kernel=st.kernel, method=method, alpha=alpha,
-                                    layer_name=st.name))
-        elif isinstance(st, SynapseStage):
-            modules.append(TemporalKernelSynapse(st.kernel, st.source, st.op, st.bias))
-        elif isinstance(st, MaxPoolStage):
-            modules.append(FirstSpikeMaxPool2d(st.kernel_size))
-        elif isinstance(st, ReadoutStage):
-            modules.append(ReadoutIntegrator())
-    return SequentialState(*modules)
+def _cell(stage: export.NeuronStage, method: str = "super", alpha: float = 100.0) -> TTFSCell:
+    return TTFSCell(stage.index, kernel=stage.kernel, method=method, alpha=alpha,
+                    layer_name=stage.name, input_mode=stage.input_mode, is_output=stage.output)
 
 
-def to_norse(model: nn.Module, method: str = "super", alpha: float = 100.0) -> SequentialState:
+#: How the shared export builds Norse modules (one factory per stage kind). ``SequentialState``
+#: names its children "0", "1", …; each module keeps its stage name as ``layer_name``.
+BACKEND = export.Backend(
+    name="norse",
+    factories={
+        "neuron": _cell,
+        "synapse": lambda st, **_: TemporalKernelSynapse(st.kernel, st.source, st.op, st.bias,
+                                                         st.name),
+        "maxpool": lambda st, **_: FirstSpikeMaxPool2d(st.kernel_size, st.name),
+        "readout": lambda st, **_: ReadoutIntegrator(st.index, st.name),
+    },
+    container=lambda modules: SequentialState(*(m for _, m in modules)),
+)
+
+
+def to_norse(model: nn.Module, method: str = "super", alpha: float = 100.0,
+             output: str = "membrane", input_mode: str = "analog") -> SequentialState:
     """Convert a trained surrogate ``model`` into a Norse network (batch norm folded).
 
-    The result steps with ``out, state = net(x_t, state)`` from ``state=None``; feed the image at
-    step 0 and zeros after (see :func:`simulate`). Its output is the readout membrane (the
-    logits).
+    The result steps with ``out, state = net(x_t, state)`` from ``state=None``.
+    ``output="membrane"``: its output is the readout membrane (the logits after ``(L+1)*T``
+    steps); ``"spikes"``: a TTFS output layer whose first spike is the class (``(L+2)*T`` steps;
+    its membrane, the logits, is ``state[-1].mem``). ``input_mode="analog"``: feed the image at
+    step 0 and zeros after; ``"spikes"``: a first-spike train during the first ``T`` steps.
     """
-    stages = plan_network(model)
-    net = modules_from_stages(stages, method, alpha)
-    net._ttfs_spec = stages_to_spec(stages)  # for save()
-    return net.to(next(model.parameters()).dtype)
+    return export.convert(model, BACKEND, output, input_mode, method=method, alpha=alpha)
+
+
+def _logits(net: nn.Module):
+    last = list(net.children())[-1]
+
+    def read(out, state):
+        return state[-1].mem if isinstance(last, TTFSCell) else out
+    return read
 
 
 def simulate(net: nn.Module, x: Tensor, steps: int | None = None) -> SimulationResult:
-    """Step ``net`` ``(L+1)*T`` times the Norse way (``out, state = net(x_t, state)`` from
-    ``state=None``); return the logits (the output at the last step) and every neuron's spike
-    time.
+    """Step ``net`` ``num_steps(net)`` times the Norse way (``out, state = net(x_t, state)`` from
+    ``state=None``); return the logits and every neuron's spike time.
 
-    The input is one current impulse at step 0: ``x_0 = x``, ``x_t = 0`` afterwards. Runs with
+    ``x``: the input batch (analog input: one current impulse at step 0, zeros afterwards), or
+    for a network with ``input_mode="spikes"`` its spike train ``(T, B, ...)``. Runs with
     autograd as the caller has it: under ``torch.no_grad()`` for evaluation, without it to
     train through time on ``result.logits``.
     """
-    steps = num_steps(net) if steps is None else steps
-    recorder = SpikeTimeRecorder(net)
-    zeros = torch.zeros_like(x)
-    out, state = None, None
-    try:
-        for step in range(steps):
-            recorder.step = step
-            out, state = net(x if step == 0 else zeros, state)
-    finally:
-        recorder.close()
-    return SimulationResult(out, recorder.times, recorder.T, steps, recorder.neurons)
+    return run_simulation(net, x, lambda x_t, state: net(x_t, state), steps, _logits(net))
 
 
 def save(net: nn.Module, path: str | Path) -> None:
-    """Save a network made by :func:`to_norse`; :func:`load` rebuilds it."""
-    spec = getattr(net, "_ttfs_spec", None)
-    if spec is None:
-        raise ValueError("save() takes a network made by to_norse() or load()")
-    save_exported(path, net, spec, "norse")
+    """Save a network of the plugin's Norse modules; :func:`load` rebuilds it."""
+    export.save(net, path, BACKEND)
 
 
 def load(path: str | Path, method: str = "super", alpha: float = 100.0) -> SequentialState:
     """Rebuild an exported Norse network from ``path`` (no surrogate or training code)."""
-    data = read_exported(path, "norse")
-    net = modules_from_stages(spec_to_stages(data["stages"]), method, alpha)
-    net = net.to(getattr(torch, data["dtype"]))
-    net.load_state_dict(data["state_dict"])
-    net._ttfs_spec = data["stages"]
-    return net
+    return export.load(path, BACKEND, method=method, alpha=alpha)

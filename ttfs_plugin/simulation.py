@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass, field
+from typing import Callable
 
 import torch
 from torch import Tensor, nn
 
+from .errors import InputShapeError
 from .metrics import EnergyReference, efficiency_figures
 
 
@@ -28,6 +30,18 @@ class SimulationResult:
     T: int
     steps: int
     neurons: dict[str, int] = field(default_factory=dict)
+    output_layer: str | None = None  # the spiking output layer's name (output="spikes")
+
+    @property
+    def first_spike_prediction(self) -> Tensor:
+        """Class of the earliest output spike (ties: the lowest index; ``-1``: no output spike).
+        Only for a network with a spiking output layer."""
+        if self.output_layer is None:
+            raise ValueError("this network ends in a membrane readout; convert it with "
+                             "output='spikes' for a first-spike prediction")
+        times = self.spike_times[self.output_layer].flatten(1)
+        first, index = times.min(1)
+        return torch.where(first < self.T, index, torch.full_like(index, -1))
 
     @property
     def spike_counts(self) -> dict[str, Tensor]:
@@ -42,7 +56,55 @@ class SimulationResult:
 
 
 def is_ttfs_neuron(module: nn.Module) -> bool:
-    return hasattr(module, "layer_index") and hasattr(module, "kernel")
+    from .stepped import NeuronBase
+
+    return isinstance(module, NeuronBase)
+
+
+def run_simulation(net: nn.Module, x: Tensor, step: Callable, steps: int | None = None,
+                   logits_of: Callable | None = None) -> SimulationResult:
+    """Step ``net`` through a whole run with ``out, state = step(x_t, state)`` (from
+    ``state=None``) and record every neuron's spike time.
+
+    The input layer's ``input_mode`` says what ``x`` is: analog, the batch (fed at step 0, zeros
+    after); spikes, a first-spike train ``(steps_in <= T, B, ...)`` (zeros after it).
+    ``logits_of(out, state)`` reads the logits (default: ``out``, or its second entry for a
+    ``(spk, mem)`` output).
+    """
+    from .stepped import neurons_of, num_steps
+
+    steps = num_steps(net) if steps is None else int(steps)
+    first = next((m for m in neurons_of(net) if m.layer_index == 0), None)
+    if first is None:
+        raise ValueError("the network has no input layer (a TTFS neuron with layer_index=0)")
+    if not isinstance(x, Tensor):
+        raise InputShapeError(f"expected a torch.Tensor input, got {type(x).__name__}")
+    if first.input_mode == "spikes":
+        if x.dim() < 2 or x.shape[0] > first.kernel.T:
+            raise InputShapeError(
+                f"a network with input_mode='spikes' takes a spike train (steps, B, ...) of at "
+                f"most T={first.kernel.T} steps, got shape {tuple(x.shape)}; make one with "
+                "input_spike_train(x, net)")
+        inputs, zeros = x, torch.zeros_like(x[0])
+    else:
+        inputs, zeros = x.unsqueeze(0), torch.zeros_like(x)
+    recorder = SpikeTimeRecorder(net)
+    out, state = None, None
+    try:
+        for g in range(steps):
+            recorder.step = g
+            out, state = step(inputs[g] if g < inputs.shape[0] else zeros, state)
+    finally:
+        recorder.close()
+    if logits_of is not None:
+        logits = logits_of(out, state)
+    else:
+        logits = out[1] if isinstance(out, tuple) else out
+    output = next((m for m in neurons_of(net) if m.is_output), None)
+    label = None
+    if output is not None:
+        label = output.layer_name or next(n for n, m in net.named_modules() if m is output)
+    return SimulationResult(logits, recorder.times, recorder.T, steps, recorder.neurons, label)
 
 
 class SpikeTimeRecorder:

@@ -1,7 +1,8 @@
 """snnTorch adapter: a native TTFS neuron, temporal-kernel synapse and first-spike pooling.
 
 Needs only the ``snntorch`` extra. The modules behave like ``snn.Leaky``: they drop into
-``nn.Sequential`` with ``init_hidden=True`` (``spk = net(x_t)`` per step) or take explicit state.
+``nn.Sequential`` with ``init_hidden=True`` (``spk = net(x_t)`` per step) or take explicit state
+(``spk, mem = neuron(x, mem)`` from ``mem = neuron.init_leaky()``).
 
 >>> from ttfs_plugin.checkpoint import load_checkpoint
 >>> from ttfs_plugin import snntorch as tsnn
@@ -10,12 +11,15 @@ Needs only the ``snntorch`` extra. The modules behave like ``snn.Leaky``: they d
 >>> result = tsnn.simulate(net, images)       # (L+1)*T steps of spk = net(x_t)
 >>> result.logits.argmax(1), result.spike_counts
 
-Time-stepped semantics: :mod:`ttfs_plugin.timestep` (SPEC §8).
+Every module of a network shares one run clock (:mod:`ttfs_plugin.stepped`): a new batch — after
+:func:`reset`, after ``snntorch.utils.reset`` (which does not reach these modules), or with no
+reset at all — starts a new run by itself once the previous one has run its ``num_steps(net)``
+steps; a new batch size starts one at once. Time-stepped semantics: :mod:`ttfs_plugin.timestep`
+(SPEC §8).
 """
 
 from __future__ import annotations
 
-import inspect
 from collections import OrderedDict
 from pathlib import Path
 
@@ -28,244 +32,302 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
     raise ImportError("ttfs_plugin.snntorch needs snnTorch: pip install 'ttfs-plugin[snntorch]'"
                       ) from exc
 
-from .export import (
-    MaxPoolStage,
-    NeuronStage,
-    ReadoutStage,
-    SynapseStage,
-    plan_network,
-    read_exported,
-    save_exported,
-    spec_to_stages,
-    stages_to_spec,
-)
+from . import export
+from .errors import ConfigError
 from .layers import TemporalKernel
-from .simulation import SimulationResult, SpikeTimeRecorder
-from .stepped import SilentOutput, SynapseBase, num_steps, pooled_shape
-from .timestep import (
-    NeuronState,
-    first_spike_pool_step,
-    initial_neuron_state,
-    is_silent,
-    neuron_step,
-    straight_through,
-    windows,
+from .simulation import SimulationResult, run_simulation
+from .stepped import (
+    MaxPoolBase,
+    NeuronBase,
+    ReadoutBase,
+    Stepped,
+    SynapseBase,
+    bind_clock,
+    impulse_train,
+    input_spike_train,
+    num_steps,
 )
+from .timestep import NeuronState, SpikeFn, initial_neuron_state, straight_through
 
 __all__ = ["TTFSNeuron", "TemporalKernelSynapse", "FirstSpikeMaxPool2d", "ReadoutIntegrator",
-           "reset", "to_snntorch", "simulate", "num_steps", "save", "load"]
+           "NeuronState", "reset", "to_snntorch", "simulate", "num_steps", "impulse_train",
+           "input_spike_train", "save", "load", "BACKEND"]
 
 
-class TTFSNeuron(snn.SpikingNeuron, SilentOutput):
+def _refuse(name: str, value, allowed, why: str) -> None:
+    if value != allowed:
+        raise ConfigError(f"TTFSNeuron: {name}={value!r} is not supported ({why}); leave it at "
+                          f"{allowed!r}")
+
+
+class TTFSNeuron(snn.SpikingNeuron, NeuronBase):
     """TTFS neuron of spiking layer ``layer_index``: IF membrane without leak, decaying threshold
     ``thr[k] = theta0 * kappa(k)``, fires once, then refractory.
 
-    Integrates during window ``layer_index`` and fires during window ``layer_index + 1`` of its
-    own step counter. ``spike_grad`` is snnTorch's surrogate-gradient hook (default ``atan``),
-    used backward only: forward, a spike is exactly ``mem >= thr[k]``.
+    Integrates during window ``layer_index`` and fires during window ``layer_index + 1``.
+    ``spike_grad`` is snnTorch's surrogate-gradient hook (default ``atan``), used backward only:
+    forward, a spike is exactly ``mem >= thr[k]``; ``surrogate_disable=True`` passes no gradient
+    through the spike.
 
     * ``init_hidden=True``: ``spk = neuron(x)`` (``spk, mem`` with ``output=True``);
-    * explicit state: ``spk, state = neuron(x, state)`` with a
-      :class:`~ttfs_plugin.timestep.NeuronState` (``None`` to start).
+    * explicit state: ``spk, mem = neuron(x, mem)`` where ``mem`` is the
+      :class:`~ttfs_plugin.timestep.NeuronState` the last call returned, or
+      ``neuron.init_leaky()`` / ``None`` / a zero tensor to start.
+
+    ``threshold`` is snnTorch's name for ``theta0`` (reading or setting it changes the kernel's
+    ``theta0``). Keywords of ``snn.SpikingNeuron`` that have no TTFS meaning (``inhibition``,
+    ``learn_threshold``, ``reset_mechanism`` other than ``"none"``, ``state_quant``,
+    ``graded_spikes_factor`` other than 1, ``learn_graded_spikes_factor``) are refused.
 
     ``norm`` (optional, e.g. :class:`~ttfs_plugin.layers.TBBatchNorm2d`) normalises the
     integrated membrane once, when firing starts: the TB batch norm of a natively built network,
-    which :func:`ttfs_plugin.training.spike_proxy_loss` pairs with this neuron.
-
-    ``tau`` and ``td`` are ``nn.Parameter`` s of ``neuron.kernel`` (shared with the outgoing
-    :class:`TemporalKernelSynapse` after export). Unlike other snnTorch neurons it is not added
-    to snnTorch's global instance list; reset it with :func:`reset`.
+    which :func:`ttfs_plugin.training.spike_proxy_loss` pairs with this neuron. ``input_mode``
+    (layer 0): ``"analog"`` impulse at step 0 or ``"spikes"`` (a first-spike train in window 0).
+    ``tau`` and ``td`` are ``nn.Parameter`` s of ``neuron.kernel``. Unlike other snnTorch neurons
+    it is not added to snnTorch's global instance list.
     """
 
     def __init__(self, layer_index: int, T: int = 32, tau: float = 10.0, td: float = 0.0,
-                 theta0: float = 1.0, spike_grad=None, init_hidden: bool = False,
-                 output: bool = False, kernel: TemporalKernel | None = None,
-                 norm: nn.Module | None = None, layer_name: str | None = None) -> None:
-        super().__init__(threshold=theta0, spike_grad=spike_grad, init_hidden=init_hidden,
+                 theta0: float = 1.0, spike_grad=None, surrogate_disable: bool = False,
+                 init_hidden: bool = False, inhibition: bool = False,
+                 learn_threshold: bool = False, reset_mechanism: str = "none",
+                 state_quant=False, output: bool = False, graded_spikes_factor: float = 1.0,
+                 learn_graded_spikes_factor: bool = False, threshold: float | None = None,
+                 kernel: TemporalKernel | None = None, norm: nn.Module | None = None,
+                 layer_name: str | None = None, input_mode: str = "analog",
+                 is_output: bool = False) -> None:
+        _refuse("inhibition", inhibition, False, "a TTFS layer has no winner-take-all")
+        _refuse("learn_threshold", learn_threshold, False,
+                "theta0 is fixed; tau and td are the trainable kernel parameters")
+        _refuse("reset_mechanism", reset_mechanism, "none",
+                "a TTFS neuron fires at most once and is refractory afterwards")
+        _refuse("state_quant", state_quant, False, "the membrane is not quantised")
+        _refuse("graded_spikes_factor", float(graded_spikes_factor), 1.0,
+                "a spike's value is kappa(k), applied by the synapse")
+        _refuse("learn_graded_spikes_factor", learn_graded_spikes_factor, False,
+                "a spike's value is kappa(k), applied by the synapse")
+        if threshold is not None:
+            if theta0 != 1.0 and float(threshold) != float(theta0):
+                raise ConfigError(f"threshold={threshold} and theta0={theta0} disagree; they "
+                                  "are the same value, give one")
+            theta0 = float(threshold)
+        super().__init__(threshold=theta0, spike_grad=spike_grad,
+                         surrogate_disable=surrogate_disable, init_hidden=init_hidden,
                          output=output, reset_mechanism="none")
         snn.SpikingNeuron.instances.remove(self)  # no global registry: see reset()
-        self.layer_index = int(layer_index)
-        self.kernel = kernel if kernel is not None else TemporalKernel(T, tau, td, theta0)
-        self.norm = norm
-        self.layer_name = layer_name
+        if kernel is None:
+            kernel = TemporalKernel(T, tau, td, theta0)
+        self._init_neuron(layer_index, kernel, norm, layer_name, input_mode, is_output)
         self.state: NeuronState | None = None
+
+    # snnTorch keeps ``threshold`` as a buffer; here it is the kernel's theta0 itself.
+    def _threshold_buffer(self, threshold, learn_threshold) -> None:
+        pass
+
+    @property
+    def threshold(self) -> float:
+        return self.kernel.theta0
+
+    @threshold.setter
+    def threshold(self, value) -> None:
+        self.kernel.theta0 = float(value)
 
     @property
     def mem(self) -> Tensor | None:
         return None if self.state is None else self.state.mem
 
-    def firing_floor(self) -> Tensor:
-        return self.kernel.firing_floor()
+    def spike_function(self) -> SpikeFn:
+        return straight_through(None if self.surrogate_disable else self.spike_grad)
+
+    def init_leaky(self) -> NeuronState:
+        """A fresh state (what ``snn.Leaky.init_leaky`` is to ``Leaky``); resets hidden state."""
+        self.reset_hidden()
+        empty = torch.zeros(0)
+        return NeuronState(empty, empty.bool(), initial_neuron_state(empty).step)
+
+    reset_mem = init_leaky
 
     def reset_hidden(self) -> None:
         self.state = None
 
-    def forward(self, input_: Tensor, state: NeuronState | None = None):
-        if self.init_hidden and state is not None:
-            raise TypeError("`state` should not be passed while `init_hidden=True`")
-        if self.init_hidden:
-            state = self.state
-        if state is None or state.mem.shape != input_.shape:
-            state = initial_neuron_state(input_)
-        spikes, state = self._step(input_, state)
-        if not self.init_hidden:
-            return spikes, state
-        self.state = state
-        return (spikes, state.mem) if self.output else spikes
+    def detach_hidden(self) -> None:
+        if self.state is not None:
+            self.state = self.state._replace(mem=self.state.mem.detach())
 
-    def _step(self, input_: Tensor, state: NeuronState) -> tuple[Tensor, NeuronState]:
-        window, _ = windows(state.step, self.kernel.T)
-        if window not in (self.layer_index, self.layer_index + 1):  # idle: no work
-            return self._zeros_like(input_.shape, input_), state._replace(step=state.step + 1)
-        spike_fn = straight_through(self.spike_grad)
-        return neuron_step(input_, state, self.layer_index, self.kernel.thresholds(), spike_fn,
-                           zeros=self._zeros_like(input_.shape, input_), norm=self.norm)
+    def forward(self, input_: Tensor, mem: NeuronState | Tensor | None = None):
+        if self.init_hidden:
+            if mem is not None:
+                raise TypeError("`mem` should not be passed as an argument while "
+                                "`init_hidden=True`")
+            if self._run_changed():
+                self.state = None
+            if self.layer_index == 0:
+                if self.starts_new_run(input_, self.state):
+                    self.clock.run += 1
+                    self._seen_run = self.clock.run
+                    self.state = None
+            elif self.state is not None and self.state.mem.shape != input_.shape:
+                self.state = None  # a new batch size (auto-reset, as snn.Leaky)
+            spikes, self.state = self.advance(input_, self.state)
+            return (spikes, self.state.mem) if self.output else spikes
+        return self.advance(input_, self._as_state(mem))
+
+    @staticmethod
+    def _as_state(mem) -> NeuronState | None:
+        if mem is None or isinstance(mem, NeuronState):
+            return mem
+        if isinstance(mem, Tensor):
+            if mem.numel() == 0 or not bool(mem.any()):
+                return None  # a zero membrane: the start of a run
+            raise TypeError("a TTFS neuron's state is the NeuronState it returned (membrane, "
+                            "fired mask and step); pass that back: spk, mem = neuron(x, mem)")
+        raise TypeError(f"mem must be a NeuronState, a zero tensor or None, got "
+                        f"{type(mem).__name__}")
 
     def extra_repr(self) -> str:
-        return f"layer_index={self.layer_index}, init_hidden={self.init_hidden}"
+        return NeuronBase.extra_repr(self) + f", init_hidden={self.init_hidden}"
 
 
 class TemporalKernelSynapse(SynapseBase):
     __doc__ = SynapseBase.__doc__ + """
-    snnTorch style: ``current = synapse(spikes)``, the step counter kept inside (reset with
-    :func:`reset`).
+    snnTorch style: ``current = synapse(spikes)``, the step counter kept inside.
     """
 
     def __init__(self, kernel: TemporalKernel, source_index: int, op: nn.Module | None = None,
-                 bias: Tensor | None = None) -> None:
-        super().__init__(kernel, source_index, op, bias)
-        self.step = 0
+                 bias: Tensor | None = None, layer_name: str | None = None) -> None:
+        super().__init__(kernel, source_index, op, bias, layer_name)
+        self.state = None
+        self._batch: int | None = None
+
+    @property
+    def step(self) -> int:
+        return 0 if self.state is None else int(self.state.step)
 
     def reset_hidden(self) -> None:
-        self.step = 0
+        self.state = None
 
     def forward(self, spikes: Tensor) -> Tensor:
-        current = self.current(spikes, self.step)
-        self.step += 1
+        if self._run_changed() or spikes.shape[0] != self._batch:
+            self.state = None
+        self._batch = spikes.shape[0]
+        current, self.state = self.advance(spikes, self.state)
         return current
 
 
-class FirstSpikeMaxPool2d(SilentOutput):
-    """Max-pooling of spikes in which a pooled unit emits only at its first input spike."""
+class FirstSpikeMaxPool2d(MaxPoolBase):
+    __doc__ = MaxPoolBase.__doc__ + "\n    snnTorch style: ``out = pool(spikes)``.\n"
 
-    def __init__(self, kernel_size: int) -> None:
-        super().__init__()
-        self.kernel_size = int(kernel_size)
-        self.emitted: Tensor | None = None
+    def __init__(self, kernel_size: int, layer_name: str | None = None) -> None:
+        super().__init__(kernel_size, layer_name)
+        self.state = None
 
     def reset_hidden(self) -> None:
-        self.emitted = None
+        self.state = None
 
     def forward(self, spikes: Tensor) -> Tensor:
-        shape = pooled_shape(spikes, self.kernel_size)
-        if self.emitted is not None and self.emitted.shape != shape:
-            self.emitted = None
-        if is_silent(spikes):
-            return self._zeros_like(shape, spikes)
-        out, self.emitted = first_spike_pool_step(spikes, self.emitted, self.kernel_size)
+        if self._run_changed():
+            self.state = None
+        out, self.state = self.advance(spikes, self.state)
         return out
 
-    def extra_repr(self) -> str:
-        return f"kernel_size={self.kernel_size}"
 
+class ReadoutIntegrator(ReadoutBase):
+    __doc__ = ReadoutBase.__doc__ + "\n    snnTorch style: ``mem = readout(current)``.\n"
 
-class ReadoutIntegrator(nn.Module):
-    """Non-spiking output layer: integrates its input current; its membrane is the logits."""
+    def __init__(self, layer_index: int = 0, layer_name: str | None = None) -> None:
+        super().__init__(layer_index, layer_name)
+        self.state = None
 
-    def __init__(self) -> None:
-        super().__init__()
-        self.mem: Tensor | None = None
+    @property
+    def mem(self) -> Tensor | None:
+        return None if self.state is None else self.state.mem
 
     def reset_hidden(self) -> None:
-        self.mem = None
+        self.state = None
 
     def forward(self, current: Tensor) -> Tensor:
-        if self.mem is None or self.mem.shape != current.shape:
-            self.mem = torch.zeros_like(current)
-        if not is_silent(current):
-            self.mem = self.mem + current
-        return self.mem
+        if self._run_changed():
+            self.state = None
+        mem, self.state = self.advance(current, self.state)
+        return mem
 
 
 def reset(net: nn.Module) -> nn.Module:
-    """Reset the hidden state of every stateful module inside ``net`` (nested ones too), and of
-    nothing outside it. Call between batches.
+    """Start a new run: reset the hidden state of every stateful module inside ``net`` (nested
+    ones too, snnTorch's own neurons included) and of nothing outside it, and bind the plugin's
+    modules to one run clock.
 
     snnTorch's ``utils.reset`` sees only top-level modules and resets every instance of a class
     globally; this walks ``net.modules()`` and calls each module's own instance reset.
     """
+    stepped = False
     for module in net.modules():
-        if callable(getattr(module, "reset_mem", None)):  # snnTorch neurons (Leaky, Synaptic…)
+        if isinstance(module, Stepped):
+            module.reset_hidden()
+            stepped = True
+        elif callable(getattr(module, "reset_mem", None)):  # snnTorch neurons (Leaky, Synaptic…)
             module.reset_mem()
-        else:
-            fn = getattr(module, "reset_hidden", None)
-            if inspect.ismethod(fn) and fn.__self__ is module:  # not snnTorch's classmethods
-                fn()
+    if stepped:
+        bind_clock(net)
     return net
 
 
-def modules_from_stages(stages, spike_grad=None) -> nn.Sequential:
-    """An ``nn.Sequential`` (``init_hidden=True``) of snnTorch modules for export stages."""
-    layers: list[tuple[str, nn.Module]] = []
-    for st in stages:
-        if isinstance(st, NeuronStage):
-            layers.append((st.name, TTFSNeuron(st.index, kernel=st.kernel, spike_grad=spike_grad,
-                                               init_hidden=True, layer_name=st.name)))
-        elif isinstance(st, SynapseStage):
-            layers.append((st.name, TemporalKernelSynapse(st.kernel, st.source, st.op, st.bias)))
-        elif isinstance(st, MaxPoolStage):
-            layers.append((st.name, FirstSpikeMaxPool2d(st.kernel_size)))
-        elif isinstance(st, ReadoutStage):
-            layers.append(("readout", ReadoutIntegrator()))
-    return nn.Sequential(OrderedDict(layers))
+def _neuron(stage: export.NeuronStage, spike_grad=None) -> TTFSNeuron:
+    return TTFSNeuron(stage.index, kernel=stage.kernel, spike_grad=spike_grad, init_hidden=True,
+                      output=stage.output, layer_name=stage.name, input_mode=stage.input_mode,
+                      is_output=stage.output)
 
 
-def to_snntorch(model: nn.Module, spike_grad=None) -> nn.Sequential:
+def _sequential(modules: list[tuple[str, nn.Module]]) -> nn.Sequential:
+    return nn.Sequential(OrderedDict(modules))
+
+
+#: How the shared export builds snnTorch modules (one factory per stage kind).
+BACKEND = export.Backend(
+    name="snntorch",
+    factories={
+        "neuron": _neuron,
+        "synapse": lambda st, **_: TemporalKernelSynapse(st.kernel, st.source, st.op, st.bias,
+                                                         st.name),
+        "maxpool": lambda st, **_: FirstSpikeMaxPool2d(st.kernel_size, st.name),
+        "readout": lambda st, **_: ReadoutIntegrator(st.index, st.name),
+    },
+    container=_sequential,
+    finish=reset,
+)
+
+
+def to_snntorch(model: nn.Module, spike_grad=None, output: str = "membrane",
+                input_mode: str = "analog") -> nn.Sequential:
     """Convert a trained surrogate ``model`` into an snnTorch network (batch norm folded).
 
-    The result steps with ``spk = net(x_t)``; feed the image at step 0 and zeros after
-    (see :func:`simulate`). Its last module returns the readout membrane (the logits).
+    The result steps with ``out = net(x_t)``. ``output="membrane"``: the last module returns the
+    readout membrane (the logits after ``(L+1)*T`` steps). ``output="spikes"``: the last module is
+    a TTFS output layer returning ``(spk, mem)`` like ``snn.Leaky(output=True)``; the first
+    output spike is the class (``(L+2)*T`` steps), for ``snntorch.functional``'s temporal losses
+    and ``snntorch.backprop``. ``input_mode="analog"``: feed the image at step 0 and zeros after;
+    ``"spikes"``: feed a first-spike train during the first ``T`` steps
+    (:func:`input_spike_train`).
     """
-    stages = plan_network(model)
-    net = modules_from_stages(stages, spike_grad)
-    net._ttfs_spec = stages_to_spec(stages)  # for save()
-    return net.to(next(model.parameters()).dtype)
+    return export.convert(model, BACKEND, output, input_mode, spike_grad=spike_grad)
 
 
 def simulate(net: nn.Module, x: Tensor, steps: int | None = None) -> SimulationResult:
-    """Step ``net`` ``(L+1)*T`` times the snnTorch way (``out = net(x_t)``); return the logits
-    (the readout membrane at the end) and every neuron's spike time.
+    """Step ``net`` ``num_steps(net)`` times the snnTorch way (``out = net(x_t)``); return the
+    logits (the readout or output membrane at the end) and every neuron's spike time.
 
-    The input is one current impulse at step 0: ``x_0 = x``, ``x_t = 0`` afterwards.
+    ``x``: the input batch (analog input: one current impulse at step 0, zeros afterwards), or
+    for a network with ``input_mode="spikes"`` its spike train ``(T, B, ...)``.
     """
-    steps = num_steps(net) if steps is None else steps
     reset(net)
-    recorder = SpikeTimeRecorder(net)
-    zeros = torch.zeros_like(x)
-    out = None
-    try:
-        for step in range(steps):
-            recorder.step = step
-            out = net(x if step == 0 else zeros)
-    finally:
-        recorder.close()
-    logits = out[0] if isinstance(out, tuple) else out
-    return SimulationResult(logits, recorder.times, recorder.T, steps, recorder.neurons)
+    return run_simulation(net, x, lambda x_t, state: (net(x_t), None), steps)
 
 
 def save(net: nn.Module, path: str | Path) -> None:
-    """Save a network made by :func:`to_snntorch`; :func:`load` rebuilds it."""
-    spec = getattr(net, "_ttfs_spec", None)
-    if spec is None:
-        raise ValueError("save() takes a network made by to_snntorch() or load()")
-    save_exported(path, net, spec, "snntorch")
+    """Save a network of the plugin's snnTorch modules; :func:`load` rebuilds it."""
+    export.save(net, path, BACKEND)
 
 
 def load(path: str | Path, spike_grad=None) -> nn.Sequential:
     """Rebuild an exported snnTorch network from ``path`` (no surrogate or training code)."""
-    data = read_exported(path, "snntorch")
-    net = modules_from_stages(spec_to_stages(data["stages"]), spike_grad)
-    net = net.to(getattr(torch, data["dtype"]))
-    net.load_state_dict(data["state_dict"])
-    net._ttfs_spec = data["stages"]
-    return net
+    return export.load(path, BACKEND, spike_grad=spike_grad)

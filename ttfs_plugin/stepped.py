@@ -1,7 +1,17 @@
 """Module bases the snnTorch and Norse adapters share (framework-free).
 
-Each adapter only adds its framework's calling convention (hidden state vs. explicit state) on
-top of these; the semantics live in :mod:`ttfs_plugin.timestep`.
+Each base does one step over explicit, all-tensor state (``out, state = base.advance(x,
+state)``); an adapter adds only its framework's calling convention on top: snnTorch keeps the
+state inside the module (``init_hidden=True``), Norse passes it in and out. Every base also
+describes itself as its export stage (``to_stage()``), so any network of these modules can be
+saved (:func:`ttfs_plugin.export.save`).
+
+The run clock: every module of one network shares a :class:`RunClock` (bound by
+:func:`bind_clock`, which the adapters' ``to_*``, ``load``, ``reset`` and ``simulate`` call).
+When the input layer starts a new run — first call, a new batch shape, or new input after all
+``num_steps(net)`` steps are done — it advances the clock's run number, and every other module
+drops its state at its next call. So a network whose hidden state nobody reset (snnTorch's
+``utils.reset`` does not reach these modules) still answers the new batch, never a stale one.
 """
 
 from __future__ import annotations
@@ -9,20 +19,136 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from .errors import InputShapeError
+from .export import ExportError, MaxPoolStage, NeuronStage, ReadoutStage, SynapseStage
 from .layers import TemporalKernel
-from .simulation import is_ttfs_neuron
-from .timestep import silent_zeros, synapse_step, windows
+from .timestep import (
+    NeuronState,
+    PoolState,
+    ReadoutState,
+    SpikeFn,
+    SynapseState,
+    WindowTable,
+    as_current,
+    check_input_mode,
+    first_spike_pool_step,
+    heaviside,
+    initial_neuron_state,
+    input_allowed,
+    is_silent,
+    layer_step,
+    readout_step,
+    silent_zeros,
+    step_tensor,
+    synapse_step,
+    windows,
+)
 
 
-class SilentOutput(nn.Module):
-    """A cached silent zero output for steps with nothing to do (see ``timestep.silent_zeros``)."""
+class RunClock:
+    """The run number and length every module of one network shares (plain Python, no state
+    dict entry). ``total_steps`` is ``num_steps(net)``, or ``None`` for an unbound module."""
+
+    __slots__ = ("run", "total_steps")
+
+    def __init__(self, total_steps: int | None = None) -> None:
+        self.run = 0
+        self.total_steps = total_steps
+
+
+class Stepped(nn.Module):
+    """A time-stepped module: a cached silent output and a place on a run clock."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.clock = RunClock()
+        self._seen_run = 0
+        self._zeros: Tensor | None = None
 
     def _zeros_like(self, shape, like: Tensor) -> Tensor:
-        self._zeros = silent_zeros(shape, like, getattr(self, "_zeros", None))
+        self._zeros = silent_zeros(shape, like, self._zeros)
         return self._zeros
 
+    def _run_changed(self) -> bool:
+        """True once after the clock started a new run: drop the hidden state."""
+        if self._seen_run != self.clock.run:
+            self._seen_run = self.clock.run
+            return True
+        return False
 
-class SynapseBase(SilentOutput):
+
+class NeuronBase(Stepped):
+    """TTFS neuron layer ``layer_index``: IF membrane without leak, decaying threshold
+    ``thr[k] = theta0 * kappa(k)``, fires once. Integrates in window ``layer_index``, fires in
+    window ``layer_index + 1``; does no work on other steps.
+
+    ``input_mode`` (layer 0 only): ``"analog"`` — one current impulse at step 0; ``"spikes"`` — a
+    first-spike train during window 0 (see :data:`ttfs_plugin.timestep.INPUT_MODES`).
+    ``norm`` (optional, e.g. a TB batch norm) normalises the integrated membrane once, when
+    firing starts; ``output=True`` marks the spiking output layer.
+    """
+
+    def _init_neuron(self, layer_index: int, kernel: TemporalKernel,
+                     norm: nn.Module | None = None, layer_name: str | None = None,
+                     input_mode: str = "analog", is_output: bool = False) -> None:
+        """Set up the neuron (called from the adapter class's ``__init__``, after its
+        framework base, so that cooperative ``__init__`` chains stay argument-free)."""
+        self.layer_index = int(layer_index)
+        if self.layer_index < 0:
+            raise ValueError(f"layer_index must be >= 0, got {layer_index}")
+        self.kernel = kernel
+        self.norm = norm
+        self.layer_name = layer_name
+        self.input_mode = check_input_mode(input_mode)
+        if self.input_mode != "analog" and self.layer_index != 0:
+            raise ValueError("input_mode applies to layer 0 (the input layer) only")
+        self.is_output = bool(is_output)
+
+    def firing_floor(self) -> Tensor:
+        return self.kernel.firing_floor()
+
+    def spike_function(self) -> SpikeFn:
+        return heaviside
+
+    def advance(self, x: Tensor, state: NeuronState | None) -> tuple[Tensor, NeuronState]:
+        """One step from explicit state (``None``: a fresh run)."""
+        x = as_current(x, self.kernel.tau.dtype)
+        if state is None or state.mem.numel() == 0:
+            state = initial_neuron_state(x)
+        elif state.mem.shape != x.shape:
+            raise InputShapeError(
+                f"state of shape {tuple(state.mem.shape)} given with input of shape "
+                f"{tuple(x.shape)}; start a new batch with a fresh state (None)")
+        table = WindowTable(self.kernel.T, self.kernel.thresholds)
+        return layer_step(x, state, self.layer_index, table, self.spike_function(),
+                          zeros=self._zeros_like(x.shape, x), norm=self.norm,
+                          input_mode=self.input_mode)
+
+    def starts_new_run(self, x: Tensor, state: NeuronState | None) -> bool:
+        """For the input layer: does ``x`` start a new run (new shape, or input after the end)?"""
+        if state is None or state.mem.shape != x.shape:
+            return True
+        total = self.clock.total_steps
+        step = int(state.step)
+        if total is None or step < total or input_allowed(step, self.kernel.T, self.input_mode):
+            return False
+        return bool((as_current(x, state.mem.dtype) != 0).any())
+
+    def to_stage(self) -> NeuronStage:
+        if self.norm is not None:
+            raise ExportError(f"{self.layer_name or 'a neuron'} holds a norm module, which an "
+                              "exported file cannot describe; convert the surrogate model "
+                              "instead (batch norm is folded there)")
+        return NeuronStage(self.layer_name or f"layer{self.layer_index}", self.layer_index,
+                           self.kernel, self.input_mode, self.is_output)
+
+    def extra_repr(self) -> str:
+        extra = f", input_mode={self.input_mode!r}" if self.input_mode != "analog" else ""
+        extra += ", output layer" if self.is_output else ""
+        return f"layer_index={self.layer_index}{extra}"
+
+
+class SynapseBase(Stepped):
     """Carries the spikes of layer ``source_index`` into the next layer: a spike at local time
     ``k`` arrives as ``kappa(k)``, through the linear ``op`` (``None``: identity).
 
@@ -32,10 +158,11 @@ class SynapseBase(SilentOutput):
     """
 
     def __init__(self, kernel: TemporalKernel, source_index: int, op: nn.Module | None = None,
-                 bias: Tensor | None = None) -> None:
+                 bias: Tensor | None = None, layer_name: str | None = None) -> None:
         super().__init__()
         self.kernel = kernel
         self.source_index = int(source_index)
+        self.layer_name = layer_name
         op = op if op is not None else nn.Identity()
         last = op[-1] if isinstance(op, nn.Sequential) and len(op) else op
         if getattr(last, "bias", None) is not None:
@@ -46,24 +173,32 @@ class SynapseBase(SilentOutput):
         self.op = op
         self.bias = nn.Parameter(bias.detach().clone()) if bias is not None else None
 
-    def current(self, spikes: Tensor, step: int) -> Tensor:
-        """The current at global ``step`` (silent zeros when idle)."""
+    def advance(self, spikes: Tensor, state: SynapseState | None
+                ) -> tuple[Tensor, SynapseState]:
+        step = step_tensor(0) if state is None else state.step
         window, _ = windows(step, self.kernel.T)
         current = None
         if window == self.source_index + 1:  # else idle: not even the kernel table is built
-            current = synapse_step(spikes, step, self.source_index, self.kernel.kernel(),
+            spikes = as_current(spikes, self.kernel.tau.dtype)
+            current = synapse_step(spikes, int(step), self.source_index, self.kernel.kernel(),
                                    self.op, self.bias)
         if current is None:
             current = self._zeros_like(self._output_shape(spikes), spikes)
-        return current
+        return current, SynapseState(step + 1)
 
     def _output_shape(self, spikes: Tensor) -> torch.Size:
         key = tuple(spikes.shape)
         if getattr(self, "_shape_key", None) != key:
             with torch.no_grad():
-                self._shape = self.op(spikes[:1].new_zeros(1, *spikes.shape[1:])).shape[1:]
+                probe = torch.zeros(1, *spikes.shape[1:], dtype=self.kernel.tau.dtype,
+                                    device=spikes.device)
+                self._shape = self.op(probe).shape[1:]
             self._shape_key = key
         return torch.Size((spikes.shape[0], *self._shape))
+
+    def to_stage(self) -> SynapseStage:
+        return SynapseStage(self.layer_name or f"synapse{self.source_index}", self.source_index,
+                            self.kernel, self.op, self.bias)
 
     def extra_repr(self) -> str:
         return f"source_index={self.source_index}"
@@ -73,9 +208,93 @@ def pooled_shape(spikes: Tensor, kernel_size: int) -> tuple[int, ...]:
     return (*spikes.shape[:-2], spikes.shape[-2] // kernel_size, spikes.shape[-1] // kernel_size)
 
 
+class MaxPoolBase(Stepped):
+    """Max-pooling of spikes in which a pooled unit emits only at its first input spike."""
+
+    def __init__(self, kernel_size: int, layer_name: str | None = None) -> None:
+        super().__init__()
+        self.kernel_size = int(kernel_size)
+        self.layer_name = layer_name
+
+    def advance(self, spikes: Tensor, state: PoolState | None) -> tuple[Tensor, PoolState]:
+        shape = pooled_shape(spikes, self.kernel_size)
+        if state is None or tuple(state.emitted.shape) != tuple(shape):
+            state = PoolState(torch.zeros(shape, dtype=torch.bool, device=spikes.device))
+        if is_silent(spikes):
+            return self._zeros_like(shape, spikes), state
+        if not spikes.is_floating_point():
+            spikes = as_current(spikes, torch.get_default_dtype())
+        out, emitted = first_spike_pool_step(spikes, state.emitted, self.kernel_size)
+        return out, PoolState(emitted)
+
+    def to_stage(self) -> MaxPoolStage:
+        return MaxPoolStage(self.layer_name or "maxpool", self.kernel_size)
+
+    def extra_repr(self) -> str:
+        return f"kernel_size={self.kernel_size}"
+
+
+class ReadoutBase(Stepped):
+    """Non-spiking output layer ``layer_index = L``: integrates its input current; its membrane
+    is the logits (held after the last step)."""
+
+    def __init__(self, layer_index: int = 0, layer_name: str | None = None) -> None:
+        super().__init__()
+        self.layer_index = int(layer_index)
+        self.layer_name = layer_name
+
+    def advance(self, current: Tensor, state: ReadoutState | None
+                ) -> tuple[Tensor, ReadoutState]:
+        mem = readout_step(current, None if state is None else state.mem)
+        return mem, ReadoutState(mem)
+
+    def to_stage(self) -> ReadoutStage:
+        return ReadoutStage(self.layer_name or "readout", self.layer_index)
+
+    def extra_repr(self) -> str:
+        return f"layer_index={self.layer_index}"
+
+
+def neurons_of(net: nn.Module) -> list[NeuronBase]:
+    return [m for m in net.modules() if isinstance(m, NeuronBase)]
+
+
 def num_steps(net: nn.Module) -> int:
-    """``(L+1)*T`` for a converted or hand-built network."""
-    neurons = [m for m in net.modules() if is_ttfs_neuron(m)]
+    """``(L+1)*T`` for a converted or hand-built network (``(L+2)*T`` with a spiking output)."""
+    neurons = neurons_of(net)
     if not neurons:
         raise ValueError("the network has no TTFS neuron")
     return (max(m.layer_index for m in neurons) + 2) * neurons[0].kernel.T
+
+
+def bind_clock(net: nn.Module) -> RunClock:
+    """Give every time-stepped module of ``net`` one shared :class:`RunClock` (a fresh run)."""
+    clock = RunClock(num_steps(net))
+    for module in net.modules():
+        if isinstance(module, Stepped):
+            module.clock = clock
+            module._seen_run = clock.run
+    return clock
+
+
+def impulse_train(x: Tensor, steps: int) -> Tensor:
+    """``(steps, *x.shape)``: ``x`` at step 0 and zeros after (the analog input convention)."""
+    train = torch.zeros(steps, *x.shape, dtype=x.dtype, device=x.device)
+    train[0] = x
+    return train
+
+
+def input_spike_train(x: Tensor, net: nn.Module) -> Tensor:
+    """The first-spike train ``(T, *x.shape)`` the input layer of ``net`` makes of intensities
+    ``x``: a spike at ``k = encode(x)``, none when ``x`` never crosses the threshold. Fed to a
+    network converted with ``input_mode="spikes"``, it gives exactly the analog result."""
+    from .kernel import encode
+
+    first = next((m for m in neurons_of(net) if m.layer_index == 0), None)
+    if first is None:
+        raise ValueError("the network has no input layer (a TTFS neuron with layer_index=0)")
+    T = first.kernel.T
+    with torch.no_grad():
+        times = encode(x.to(first.kernel.tau.dtype), first.kernel.thresholds())
+    steps = torch.arange(T, device=x.device).view(T, *([1] * x.dim()))
+    return (times.unsqueeze(0) == steps).to(x.dtype if x.is_floating_point() else torch.float32)

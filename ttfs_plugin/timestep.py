@@ -1,19 +1,22 @@
-"""Time-stepped TTFS semantics (SPEC §8) as pure step functions, shared by every adapter.
+"""Time-stepped TTFS semantics (SPEC §8) as pure step functions over all-tensor state.
 
 Global step ``g``; window ``w = g // T``; local time ``k = g % T``. Spiking layer ``l``
 integrates during window ``l`` and fires during window ``l+1``; the readout integrates during
-window ``L`` and is read at its end, after ``(L+1)*T`` steps.
+window ``L`` and is read at its end, after ``(L+1)*T`` steps (a spiking output layer ``L`` fires
+during window ``L+1``: ``(L+2)*T`` steps).
 
-* :func:`neuron_step` — IF neuron without leak, decaying threshold ``thr[k]``, fires once;
+* :func:`neuron_step` — IF neuron without leak, decaying threshold ``thr[k]``, fires once; layer 0
+  (the input layer) takes an analog impulse at step 0 or a first-spike train during window 0;
 * :func:`synapse_step` — a spike at local time ``k`` reaches the next weight op as ``kappa(k)``;
   the bias enters once, at the first step of the target's integration window;
 * :func:`first_spike_pool_step` — max-pooling of spikes: the pooled unit emits at the earliest
-  spike among its inputs, once.
+  spike among its inputs, once;
+* :func:`readout_step` — the output membrane integrates its current (the logits).
 
-Each function does work only in its layer's windows. A module with nothing to emit returns a
-*silent* zero tensor (:func:`silent_zeros`, tagged so that the next module can skip its work
-without looking at the values), so a simulation costs about one weight op per time step and
-active layer.
+Every state is a NamedTuple of tensors; ``step`` is a 0-dim int64 tensor kept on the CPU (no
+device sync when a layer asks for its window). A module with nothing to emit returns a *silent*
+zero tensor (:func:`silent_zeros`, tagged so that the next module can skip its work without
+looking at the values), so a simulation costs about one weight op per time step and active layer.
 """
 
 from __future__ import annotations
@@ -24,15 +27,57 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .errors import InputShapeError
+
 SpikeFn = Callable[[Tensor], Tensor]
+
+#: How layer 0 receives its input: one analog current impulse at step 0 (the surrogate's
+#: encoder), or a first-spike train during window 0 (a spike at local time ``k`` is the input
+#: neuron's spike at ``k``; it is passed on during window 1, the encoder's own fire window).
+INPUT_MODES = ("analog", "spikes")
+
+
+class InputTimingError(InputShapeError):
+    """Input given at a step where the input layer takes none (or two spikes for one neuron)."""
 
 
 class NeuronState(NamedTuple):
-    """State of a TTFS neuron layer: membrane, who has fired, and the global step."""
+    """State of a TTFS neuron layer: membrane, who has fired (bool) and the global step."""
 
     mem: Tensor
-    fired: Tensor  # bool
-    step: int
+    fired: Tensor
+    step: Tensor  # 0-dim int64 on the CPU
+
+
+class SynapseState(NamedTuple):
+    """State of a temporal-kernel synapse: the global step."""
+
+    step: Tensor
+
+
+class PoolState(NamedTuple):
+    """State of a first-spike max-pool: which pooled units have emitted (bool)."""
+
+    emitted: Tensor
+
+
+class ReadoutState(NamedTuple):
+    """State of the readout: its membrane (the logits)."""
+
+    mem: Tensor
+
+
+def step_tensor(value: int = 0) -> Tensor:
+    """The 0-dim CPU int64 tensor every state keeps its global step in."""
+    return torch.tensor(int(value), dtype=torch.long)
+
+
+def check_input_mode(mode: str) -> str:
+    if mode not in INPUT_MODES:
+        from .errors import unknown_name
+
+        raise unknown_name("input mode", mode, INPUT_MODES)
+    return mode
 
 
 def heaviside(v: Tensor) -> Tensor:
@@ -40,16 +85,17 @@ def heaviside(v: Tensor) -> Tensor:
     return (v >= 0).to(v.dtype)
 
 
-def straight_through(spike_grad: SpikeFn) -> SpikeFn:
+def straight_through(spike_grad: SpikeFn | None) -> SpikeFn:
     """Exact Heaviside forward, ``spike_grad`` 's surrogate derivative backward.
 
     Framework surrogates (snnTorch's ``atan``, Norse's ``super``) fire on ``v > 0``; TTFS fires
-    on ``u >= thr``. This keeps the exact rule and borrows only their gradient.
+    on ``u >= thr``. This keeps the exact rule and borrows only their gradient. ``None``: no
+    gradient through the spike (snnTorch's ``surrogate_disable=True``).
     """
 
     def spike(v: Tensor) -> Tensor:
-        if not v.requires_grad:
-            return heaviside(v)
+        if spike_grad is None or not v.requires_grad:
+            return heaviside(v.detach() if spike_grad is None else v)
         soft = spike_grad(v)
         return heaviside(v.detach()) + (soft - soft.detach())
 
@@ -72,12 +118,48 @@ def is_silent(x: Tensor) -> bool:
 
 def windows(step: int, T: int) -> tuple[int, int]:
     """``(window, local time)`` of global step ``step``."""
-    return divmod(step, T)
+    return divmod(int(step), T)
+
+
+def as_current(x: Tensor, dtype: torch.dtype) -> Tensor:
+    """A dense float tensor of ``dtype`` from a float, int, bool or sparse input."""
+    if not isinstance(x, Tensor):
+        raise InputShapeError(f"expected a torch.Tensor, got {type(x).__name__}")
+    if x.layout != torch.strided:
+        x = x.to_dense()
+    if x.dtype != dtype:
+        if x.is_complex():
+            raise InputShapeError(f"input must be real, got {x.dtype}")
+        x = x.to(dtype)
+    return x
+
+
+def input_allowed(step: int, T: int, input_mode: str) -> bool:
+    """Whether the input layer takes input at ``step`` (analog: step 0; spikes: window 0)."""
+    return step == 0 if input_mode == "analog" else step < T
+
+
+def check_input_timing(x: Tensor, step: int, T: int, input_mode: str) -> None:
+    """Raise :class:`InputTimingError` for non-zero input where the input layer takes none."""
+    if not is_silent(x) and not input_allowed(step, T, input_mode) and bool((x != 0).any()):
+        raise _timing_error(step, T, input_mode)
+
+
+def _timing_error(step: int, T: int, input_mode: str) -> InputTimingError:
+    when = ("one current impulse at step 0, then zeros (feed torch.zeros_like(x) after the "
+            "first step)" if input_mode == "analog" else
+            f"a first-spike train during steps 0…{T - 1}, then zeros")
+    return InputTimingError(
+        f"the input layer got non-zero input at step {step}; its input is {when}. If this is a "
+        "new batch, start a new run first: ttfs_plugin.snntorch.reset(net) (snntorch.utils.reset "
+        "starts one only after all ttfs_plugin.snntorch.num_steps(net) steps) or state=None in "
+        "Norse")
 
 
 def neuron_step(current: Tensor, state: NeuronState, layer_index: int, thresholds: Tensor,
                 spike_fn: SpikeFn = heaviside, zeros: Tensor | None = None,
-                norm: Callable[[Tensor], Tensor] | None = None) -> tuple[Tensor, NeuronState]:
+                norm: Callable[[Tensor], Tensor] | None = None,
+                input_mode: str = "analog") -> tuple[Tensor, NeuronState]:
     """One step of a TTFS neuron layer; returns ``(spikes, new_state)``.
 
     Integrate window (``w == layer_index``): ``mem += current``. Fire window
@@ -85,15 +167,26 @@ def neuron_step(current: Tensor, state: NeuronState, layer_index: int, threshold
     ``norm`` (e.g. a TB batch norm in a natively built network) is applied once to the
     integrated membrane, at the first step of the fire window. ``zeros`` (optional) is returned
     as the spike tensor of silent steps, saving an allocation.
+
+    Layer 0 checks when its input arrives (:data:`INPUT_MODES`): analog, ``mem = x`` at step 0;
+    spikes, a spike at local time ``k`` of window 0 sets ``mem = thr[k]``, so the layer fires at
+    exactly ``k`` in window 1 (a train made by ``encode`` gives the analog result bit for bit).
+
+    Backward, a spike has ``spike_fn`` 's derivative at ``v = mem - thr[k]`` whenever ``v``
+    needs a gradient (through the membrane or through ``tau``, ``td`` in the table), whatever
+    the input's ``requires_grad``.
     """
     T = thresholds.shape[0]
-    window, k = windows(state.step, T)
+    step = int(state.step)
+    window, k = windows(step, T)
     mem, fired = state.mem, state.fired
+    if layer_index == 0:
+        check_input_timing(current, step, T, input_mode)
     if window == layer_index + 1:
         if k == 0 and norm is not None:
             mem = norm(mem)
         threshold = thresholds[k].to(mem.dtype)
-        if mem.requires_grad:
+        if torch.is_grad_enabled() and (mem.requires_grad or threshold.requires_grad):
             v = mem - threshold
             crossed = v.detach() >= 0
             spikes = spike_fn(v) * (~fired).to(mem.dtype)
@@ -103,14 +196,68 @@ def neuron_step(current: Tensor, state: NeuronState, layer_index: int, threshold
         fired = fired | crossed
     else:
         if window == layer_index and not is_silent(current):
-            mem = mem + current
+            if layer_index == 0 and input_mode == "spikes":
+                mem = _receive_spikes(current, mem, thresholds[k].to(mem.dtype), step)
+            else:
+                mem = mem + current
         spikes = zeros if zeros is not None else torch.zeros_like(mem)
     return spikes, NeuronState(mem, fired, state.step + 1)
 
 
+def layer_step(current: Tensor, state: NeuronState, layer_index: int,
+               thresholds: Callable[[], Tensor], spike_fn: SpikeFn = heaviside,
+               zeros: Tensor | None = None, norm: Callable[[Tensor], Tensor] | None = None,
+               input_mode: str = "analog") -> tuple[Tensor, NeuronState]:
+    """:func:`neuron_step` that does no work outside the layer's two windows: ``thresholds``
+    (a callable, e.g. ``kernel.thresholds``) is built only when the layer is active."""
+    step = int(state.step)
+    T = _window_length(thresholds)
+    window, _ = windows(step, T)
+    if window not in (layer_index, layer_index + 1):
+        if layer_index == 0:
+            check_input_timing(current, step, T, input_mode)
+        return (zeros if zeros is not None else torch.zeros_like(state.mem),
+                state._replace(step=state.step + 1))
+    return neuron_step(current, state, layer_index, thresholds(), spike_fn, zeros, norm,
+                       input_mode)
+
+
+def _window_length(thresholds) -> int:
+    T = getattr(thresholds, "T", None)
+    if T is None:
+        raise TypeError("thresholds must be a callable with a T attribute (see WindowTable)")
+    return int(T)
+
+
+class WindowTable:
+    """A lazily built threshold table of window length ``T`` (``build()`` makes the tensor)."""
+
+    __slots__ = ("T", "build")
+
+    def __init__(self, T: int, build: Callable[[], Tensor]) -> None:
+        self.T = int(T)
+        self.build = build
+
+    def __call__(self) -> Tensor:
+        return self.build()
+
+
+def _receive_spikes(spikes: Tensor, mem: Tensor, threshold: Tensor, step: int) -> Tensor:
+    """Window 0 of a spike-train input: remember each neuron's first spike as ``thr[k]``."""
+    if bool(((spikes != 0) & (spikes != 1)).any()):
+        raise InputShapeError(f"spike-train input must be 0 or 1 (bool, int or float); step "
+                              f"{step} holds other values")
+    spiking = spikes > 0
+    if bool((spiking & (mem > 0)).any()):
+        raise InputTimingError(f"an input neuron spiked twice (again at step {step}); a "
+                               "first-spike train has at most one spike per neuron")
+    return torch.where(spiking, threshold.detach(), mem)
+
+
 def initial_neuron_state(like: Tensor) -> NeuronState:
     """Zero membrane, nobody fired, step 0, for inputs shaped like ``like``."""
-    return NeuronState(torch.zeros_like(like), torch.zeros_like(like, dtype=torch.bool), 0)
+    return NeuronState(torch.zeros_like(like), torch.zeros_like(like, dtype=torch.bool),
+                       step_tensor(0))
 
 
 def synapse_step(spikes: Tensor, step: int, source_index: int, kernel: Tensor,
@@ -138,6 +285,13 @@ def first_spike_pool_step(spikes: Tensor, emitted: Tensor | None, kernel_size: i
         emitted = torch.zeros_like(pooled, dtype=torch.bool)
     out = pooled * (~emitted).to(pooled.dtype)
     return out, emitted | (out.detach() > 0)
+
+
+def readout_step(current: Tensor, mem: Tensor | None) -> Tensor:
+    """The readout membrane after integrating ``current`` (silent current: unchanged)."""
+    if mem is None or mem.shape != current.shape:
+        mem = torch.zeros_like(current)
+    return mem if is_silent(current) else mem + current
 
 
 def total_steps(num_spiking_layers: int, T: int) -> int:
