@@ -60,9 +60,12 @@ def _refuse(name: str, value, allowed, why: str) -> None:
                           f"{allowed!r}")
 
 
-class TTFSNeuron(snn.SpikingNeuron, NeuronBase):
+class TTFSNeuron(snn.Leaky, NeuronBase):
     """TTFS neuron of spiking layer ``layer_index``: IF membrane without leak, decaying threshold
     ``thr[k] = theta0 * kappa(k)``, fires once, then refractory.
+
+    An ``snn.Leaky`` with ``beta = 1`` (no leak), so snnTorch's own tools that recognise neurons
+    by class (``snntorch.backprop.BPTT``, which needs a neuron as the last layer) accept it.
 
     Integrates during window ``layer_index`` and fires during window ``layer_index + 1``.
     ``spike_grad`` is snnTorch's surrogate-gradient hook (default ``atan``), used backward only:
@@ -111,7 +114,7 @@ class TTFSNeuron(snn.SpikingNeuron, NeuronBase):
                 raise ConfigError(f"threshold={threshold} and theta0={theta0} disagree; they "
                                   "are the same value, give one")
             theta0 = float(threshold)
-        super().__init__(threshold=theta0, spike_grad=spike_grad,
+        super().__init__(beta=1.0, threshold=theta0, spike_grad=spike_grad,
                          surrogate_disable=surrogate_disable, init_hidden=init_hidden,
                          output=output, reset_mechanism="none")
         snn.SpikingNeuron.instances.remove(self)  # no global registry: see reset()
@@ -120,8 +123,12 @@ class TTFSNeuron(snn.SpikingNeuron, NeuronBase):
         self._init_neuron(layer_index, kernel, norm, layer_name, input_mode, is_output)
         self.state: NeuronState | None = None
 
-    # snnTorch keeps ``threshold`` as a buffer; here it is the kernel's theta0 itself.
+    # snnTorch keeps ``threshold`` and ``mem`` as buffers; here they are the kernel's theta0 and
+    # the membrane of the run's state.
     def _threshold_buffer(self, threshold, learn_threshold) -> None:
+        pass
+
+    def _init_mem(self) -> None:
         pass
 
     @property
