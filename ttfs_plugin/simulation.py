@@ -72,6 +72,7 @@ def run_simulation(net: nn.Module, x: Tensor, step: Callable, steps: int | None 
     ``(spk, mem)`` output).
     """
     from .stepped import neurons_of, num_steps
+    from .timestep import silent_zeros
 
     steps = num_steps(net) if steps is None else int(steps)
     first = next((m for m in neurons_of(net) if m.layer_index == 0), None)
@@ -85,9 +86,9 @@ def run_simulation(net: nn.Module, x: Tensor, step: Callable, steps: int | None 
                 f"a network with input_mode='spikes' takes a spike train (steps, B, ...) of at "
                 f"most T={first.kernel.T} steps, got shape {tuple(x.shape)}; make one with "
                 "input_spike_train(x, net)")
-        inputs, zeros = x, torch.zeros_like(x[0])
+        inputs, zeros = x, silent_zeros(x.shape[1:], x)
     else:
-        inputs, zeros = x.unsqueeze(0), torch.zeros_like(x)
+        inputs, zeros = x.unsqueeze(0), silent_zeros(x.shape, x)
     recorder = SpikeTimeRecorder(net)
     out, state = None, None
     try:

@@ -166,17 +166,17 @@ class TTFSNeuron(snn.Leaky, NeuronBase):
             if mem is not None:
                 raise TypeError("`mem` should not be passed as an argument while "
                                 "`init_hidden=True`")
-            if self._run_changed():
-                self.state = None
+            state = None if self._run_changed() else self.state
             if self.layer_index == 0:
-                if self.starts_new_run(input_, self.state):
+                if self.starts_new_run(input_, state):
                     self.clock.run += 1
-                    self._seen_run = self.clock.run
-                    self.state = None
-            elif self.state is not None and self.state.mem.shape != input_.shape:
-                self.state = None  # a new batch size (auto-reset, as snn.Leaky)
-            spikes, self.state = self.advance(input_, self.state)
-            return (spikes, self.state.mem) if self.output else spikes
+                    self._keep("_seen_run", self.clock.run)
+                    state = None
+            elif state is not None and state.mem.shape != input_.shape:
+                state = None  # a new batch size (auto-reset, as snn.Leaky)
+            spikes, state = self.advance(input_, state)
+            self._keep("state", state)
+            return (spikes, state.mem) if self.output else spikes
         return self.advance(input_, self._as_state(mem))
 
     @staticmethod
@@ -214,10 +214,12 @@ class TemporalKernelSynapse(SynapseBase):
         self.state = None
 
     def forward(self, spikes: Tensor) -> Tensor:
+        state = self.state
         if self._run_changed() or spikes.shape[0] != self._batch:
-            self.state = None
-        self._batch = spikes.shape[0]
-        current, self.state = self.advance(spikes, self.state)
+            state = None
+        self._keep("_batch", spikes.shape[0])
+        current, state = self.advance(spikes, state)
+        self._keep("state", state)
         return current
 
 
@@ -232,9 +234,8 @@ class FirstSpikeMaxPool2d(MaxPoolBase):
         self.state = None
 
     def forward(self, spikes: Tensor) -> Tensor:
-        if self._run_changed():
-            self.state = None
-        out, self.state = self.advance(spikes, self.state)
+        out, state = self.advance(spikes, None if self._run_changed() else self.state)
+        self._keep("state", state)
         return out
 
 
@@ -253,9 +254,8 @@ class ReadoutIntegrator(ReadoutBase):
         self.state = None
 
     def forward(self, current: Tensor) -> Tensor:
-        if self._run_changed():
-            self.state = None
-        mem, self.state = self.advance(current, self.state)
+        mem, state = self.advance(current, None if self._run_changed() else self.state)
+        self._keep("state", state)
         return mem
 
 

@@ -37,6 +37,7 @@ from .timestep import (
     input_allowed,
     is_silent,
     layer_step,
+    next_step,
     readout_step,
     silent_zeros,
     step_tensor,
@@ -65,14 +66,20 @@ class Stepped(nn.Module):
         self._seen_run = 0
         self._zeros: Tensor | None = None
 
+    def _keep(self, name: str, value) -> None:
+        """Set a plain (non-parameter, non-buffer) attribute without ``nn.Module.__setattr__`` 's
+        bookkeeping: hidden state changes every step, and that lookup was a tenth of a run."""
+        self.__dict__[name] = value
+
     def _zeros_like(self, shape, like: Tensor) -> Tensor:
-        self._zeros = silent_zeros(shape, like, self._zeros)
-        return self._zeros
+        zeros = silent_zeros(shape, like, self._zeros)
+        self._keep("_zeros", zeros)
+        return zeros
 
     def _run_changed(self) -> bool:
         """True once after the clock started a new run: drop the hidden state."""
         if self._seen_run != self.clock.run:
-            self._seen_run = self.clock.run
+            self._keep("_seen_run", self.clock.run)
             return True
         return False
 
@@ -184,7 +191,7 @@ class SynapseBase(Stepped):
                                    self.op, self.bias)
         if current is None:
             current = self._zeros_like(self._output_shape(spikes), spikes)
-        return current, SynapseState(step + 1)
+        return current, SynapseState(next_step(step))
 
     def _output_shape(self, spikes: Tensor) -> torch.Size:
         key = tuple(spikes.shape)
@@ -192,8 +199,8 @@ class SynapseBase(Stepped):
             with torch.no_grad():
                 probe = torch.zeros(1, *spikes.shape[1:], dtype=self.kernel.tau.dtype,
                                     device=spikes.device)
-                self._shape = self.op(probe).shape[1:]
-            self._shape_key = key
+                self._keep("_shape", self.op(probe).shape[1:])
+            self._keep("_shape_key", key)
         return torch.Size((spikes.shape[0], *self._shape))
 
     def to_stage(self) -> SynapseStage:

@@ -67,9 +67,26 @@ class ReadoutState(NamedTuple):
     mem: Tensor
 
 
+_STEPS: list[Tensor] = []
+
+
 def step_tensor(value: int = 0) -> Tensor:
-    """The 0-dim CPU int64 tensor every state keeps its global step in."""
-    return torch.tensor(int(value), dtype=torch.long)
+    """The 0-dim CPU int64 tensor every state keeps its global step in.
+
+    Shared from a cache (a run makes one per step, not one per module and step); they are
+    inference tensors, so an in-place change raises instead of corrupting other states.
+    """
+    value = int(value)
+    if value >= len(_STEPS):
+        with torch.inference_mode():
+            _STEPS.extend(torch.tensor(i, dtype=torch.long)
+                          for i in range(len(_STEPS), max(2 * value, 1024)))
+    return _STEPS[value]
+
+
+def next_step(step: Tensor) -> Tensor:
+    """``step + 1`` as a cached step tensor."""
+    return step_tensor(int(step) + 1)
 
 
 def check_input_mode(mode: str) -> str:
@@ -201,7 +218,7 @@ def neuron_step(current: Tensor, state: NeuronState, layer_index: int, threshold
             else:
                 mem = mem + current
         spikes = zeros if zeros is not None else torch.zeros_like(mem)
-    return spikes, NeuronState(mem, fired, state.step + 1)
+    return spikes, NeuronState(mem, fired, next_step(state.step))
 
 
 def layer_step(current: Tensor, state: NeuronState, layer_index: int,
@@ -217,7 +234,7 @@ def layer_step(current: Tensor, state: NeuronState, layer_index: int,
         if layer_index == 0:
             check_input_timing(current, step, T, input_mode)
         return (zeros if zeros is not None else torch.zeros_like(state.mem),
-                state._replace(step=state.step + 1))
+                state._replace(step=next_step(state.step)))
     return neuron_step(current, state, layer_index, thresholds(), spike_fn, zeros, norm,
                        input_mode)
 
