@@ -1,10 +1,12 @@
 """Run a benchmark suite and write its table into docs/benchmarks.md (+ raw JSON).
 
-    python -m benchmarks.run --suite train|sim|ablation|scale|all [--tiny] [options]
+    python -m benchmarks.run --suite train|sim|ablation|scale|all|gpu [--tiny|--dry-run] [options]
 
 Each suite (re)writes only its own section of ``--out-md`` (between ``<!-- suite:NAME -->``
 markers) and ``--json-dir/NAME.json``. ``--tiny`` is the CI smoke setting (seconds): without an
 explicit ``--out-md``/``--json-dir`` it writes into a fresh temporary folder, never into docs/.
+``all`` runs the four CPU suites; ``gpu`` needs CUDA (``benchmarks/gpu_check.sh`` sets up a bare
+GPU machine and runs it); ``--dry-run`` (or ``--tiny``) is its CPU smoke run at tiny sizes.
 """
 
 from __future__ import annotations
@@ -17,15 +19,18 @@ import tempfile
 import time
 from pathlib import Path
 
-from .common import ROOT, SUITES, machine_info, write_json, write_section
+from .common import ROOT, SECTIONS, SUITES, machine_info, write_json, write_section
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m benchmarks.run",
                                 description=__doc__.splitlines()[0])
-    p.add_argument("--suite", required=True, choices=SUITES + ("all",))
+    p.add_argument("--suite", required=True, choices=SECTIONS + ("all",))
     p.add_argument("--tiny", action="store_true",
                    help="CI smoke setting: tiny data, 1 epoch, few batches (numbers meaningless)")
+    p.add_argument("--dry-run", action="store_true",
+                   help="gpu: tiny sizes on CPU, the CUDA-only parts reported as skipped (like "
+                   "--tiny, it writes into a temporary folder unless --out-md is given)")
     p.add_argument("--epochs", type=int,
                    help="epochs per training run (default: train 3, ablation 4)")
     p.add_argument("--seeds", type=int, default=3, help="ablation: seeds per configuration")
@@ -79,16 +84,17 @@ def command_for(suite: str, argv: list[str]) -> str:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     opts = build_parser().parse_args(argv)
-    if opts.tiny and opts.threads is None:
+    smoke = opts.tiny or opts.dry_run
+    if smoke and opts.threads is None:
         opts.threads = 1  # tiny ops on a shared machine: OpenMP barriers only add waiting
     if opts.threads:
         import torch
         torch.set_num_threads(opts.threads)
-    if opts.tiny and opts.out_md is None:
+    if smoke and opts.out_md is None:
         opts.out_md = str(Path(tempfile.mkdtemp(prefix="ttfs-bench-tiny-")) / "benchmarks.md")
     md = Path(opts.out_md or ROOT / "docs" / "benchmarks.md")
     json_dir = Path(opts.json_dir) if opts.json_dir else (
-        md.parent / "benchmarks" if opts.tiny or opts.out_md else ROOT / "docs" / "benchmarks")
+        md.parent / "benchmarks" if smoke or opts.out_md else ROOT / "docs" / "benchmarks")
     suites = SUITES if opts.suite == "all" else (opts.suite,)
     for suite in suites:
         machine = machine_info()

@@ -11,7 +11,7 @@ pytest.importorskip("snntorch")
 pytest.importorskip("norse")
 
 from benchmarks import run as bench  # noqa: E402
-from benchmarks.common import SUITES, write_section  # noqa: E402
+from benchmarks.common import SECTIONS, SUITES, write_section  # noqa: E402
 from benchmarks.suite_ablation import COLUMNS as ABLATION_COLUMNS  # noqa: E402
 from benchmarks.suite_scale import COLUMNS as SCALE_COLUMNS  # noqa: E402
 from benchmarks.suite_sim import COLUMNS as SIM_COLUMNS  # noqa: E402
@@ -81,3 +81,62 @@ def test_tiny_without_paths_never_writes_docs(monkeypatch, tmp_path):
     bench.main(["--suite", "sim", "--tiny"])
     assert str(tmp_path) in seen["opts"].out_md
     assert "docs" not in seen["opts"].out_md
+
+
+def test_gpu_dry_run_reports_every_part(tmp_path):
+    """The GPU suite's CPU dry run: every part ok, or skipped where it needs CUDA."""
+    import torch
+
+    from benchmarks import suite_gpu
+
+    md = tmp_path / "benchmarks.md"
+    assert bench.main(["--suite", "gpu", "--dry-run", "--out-md", str(md)]) == 0
+    data = json.loads((tmp_path / "benchmarks" / "gpu.json").read_text())
+    parts = data["parts"]
+    assert list(parts) == [key for key, *_ in suite_gpu.PARTS]
+    failed = {k: p.get("error") for k, p in parts.items()
+              if p["status"] not in (suite_gpu.OK, suite_gpu.SKIPPED)}
+    assert not failed
+    for key, *_, cuda_only in suite_gpu.PARTS:
+        assert parts[key]["status"] == (suite_gpu.SKIPPED if cuda_only else suite_gpu.OK), key
+    assert data["command"] == "python -m benchmarks.run --suite gpu --dry-run"
+    assert data["columns"] == suite_gpu.COLUMNS and len(data["rows"]) == len(suite_gpu.PARTS)
+    assert data["raw"]["dry_run"] and data["goals"][0]["status"] == "met"
+    assert [t["columns"] for t in data["tables"]] == [suite_gpu.STEP_COLUMNS,
+                                                      suite_gpu.SIM_COLUMNS]
+    assert data["raw"]["parts"]["versions"]["data"]["versions"]["torch"] == torch.__version__
+    text = md.read_text()
+    section = text[text.index("<!-- suite:gpu -->"):text.index("<!-- /suite:gpu -->")]
+    assert "| " + " | ".join(suite_gpu.COLUMNS) + " |" in section and "Dry run" in section
+    for name in SECTIONS:
+        assert f"<!-- suite:{name} -->" in text
+
+
+def test_gpu_failing_part_is_reported_and_the_rest_run(monkeypatch):
+    from benchmarks import suite_gpu
+
+    def broken(ctx, data):
+        data["partial"] = 1
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(suite_gpu, "PARTS", [
+        ("a", "A", broken, "s", "s", False),
+        ("b", "B", lambda ctx, data: "fine", "s", "s", False),
+        ("c", "C", lambda ctx, data: "never", "s", "s", True)])
+    parts = suite_gpu.run_parts(suite_gpu.Context(dry_run=True))
+    assert parts["a"]["status"] == "FAILED" and "RuntimeError: boom" in parts["a"]["error"]
+    assert parts["a"]["data"] == {"partial": 1} and "Traceback" in parts["a"]["traceback"]
+    assert parts["b"]["status"] == "ok" and parts["b"]["summary"] == "fine"
+    assert parts["c"]["status"] == "skipped (no CUDA)"
+    late = suite_gpu.run_parts(suite_gpu.Context(dry_run=True), budget_s=-1)
+    assert late["b"]["status"] == suite_gpu.OVER_BUDGET
+
+
+def test_gpu_suite_without_cuda_needs_dry_run(monkeypatch):
+    import argparse
+
+    from benchmarks import suite_gpu
+
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)
+    with pytest.raises(SystemExit, match="--dry-run"):
+        suite_gpu.run(argparse.Namespace(dry_run=False, tiny=False))

@@ -13,9 +13,9 @@ from norse.torch import SequentialState  # noqa: E402
 from norse.torch.utils.state import _is_module_stateful  # noqa: E402
 
 from ttfs_plugin import norse as tnorse  # noqa: E402
+from ttfs_plugin import snntorch as tsnn  # noqa: E402
 from ttfs_plugin.data import load_digits  # noqa: E402
 from ttfs_plugin.errors import CheckpointError, ConfigError  # noqa: E402
-from ttfs_plugin import snntorch as tsnn  # noqa: E402
 from ttfs_plugin.export import ExportError  # noqa: E402
 from ttfs_plugin.kernel import encode, threshold_table  # noqa: E402
 from ttfs_plugin.layers import InputEncoder, TBBatchNorm1d  # noqa: E402

@@ -97,8 +97,16 @@ TTFSState = NeuronState
 
 
 def initial_ttfs_state(input_tensor: Tensor) -> TTFSState:
-    """Zero membrane, nobody fired, step 0, shaped like ``input_tensor``."""
-    return initial_neuron_state(input_tensor)
+    """Zero membrane, nobody fired, step 0, shaped like ``input_tensor`` (dense, float)."""
+    dtype = input_tensor.dtype if input_tensor.is_floating_point() else torch.get_default_dtype()
+    return initial_neuron_state(as_current(input_tensor, dtype))
+
+
+def _fresh_state(input_tensor: Tensor) -> TTFSState:
+    """``SNNCell`` 's fallback: an empty state, which the step replaces by a zero state of the
+    converted input (so a bool, int or sparse input never shapes the membrane)."""
+    empty = torch.zeros(0)
+    return NeuronState(empty, empty.bool(), initial_neuron_state(empty).step)
 
 
 def _tensor(value, dtype=None) -> Tensor:
@@ -163,7 +171,7 @@ class TTFSCell(SNNCell, NeuronBase):
                  kernel: TemporalKernel | None = None, norm: nn.Module | None = None,
                  layer_name: str | None = None, input_mode: str = "analog",
                  is_output: bool = False) -> None:
-        super().__init__(activation=ttfs_feed_forward_step, state_fallback=initial_ttfs_state,
+        super().__init__(activation=ttfs_feed_forward_step, state_fallback=_fresh_state,
                          p=None, dt=1.0, activation_sparse=ttfs_feed_forward_step)
         if kernel is None:
             kernel = TemporalKernel(T, tau, td, theta0)

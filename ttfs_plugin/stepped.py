@@ -19,7 +19,6 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from .errors import InputShapeError
 from .export import ExportError, MaxPoolStage, NeuronStage, ReadoutStage, SynapseStage
 from .layers import TemporalKernel
 from .timestep import (
@@ -122,10 +121,6 @@ class NeuronBase(Stepped):
         x = as_current(x, self.kernel.tau.dtype)
         if state is None or state.mem.numel() == 0:
             state = initial_neuron_state(x)
-        elif state.mem.shape != x.shape:
-            raise InputShapeError(
-                f"state of shape {tuple(state.mem.shape)} given with input of shape "
-                f"{tuple(x.shape)}; start a new batch with a fresh state (None)")
         table = WindowTable(self.kernel.T, self.kernel.thresholds)
         return layer_step(x, state, self.layer_index, table, self.spike_function(),
                           zeros=self._zeros_like(x.shape, x), norm=self.norm,

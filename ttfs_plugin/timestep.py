@@ -227,6 +227,10 @@ def layer_step(current: Tensor, state: NeuronState, layer_index: int,
                input_mode: str = "analog") -> tuple[Tensor, NeuronState]:
     """:func:`neuron_step` that does no work outside the layer's two windows: ``thresholds``
     (a callable, e.g. ``kernel.thresholds``) is built only when the layer is active."""
+    if state.mem.shape != current.shape:
+        raise InputShapeError(
+            f"state of shape {tuple(state.mem.shape)} given with input of shape "
+            f"{tuple(current.shape)}; start a new batch with a fresh state (None)")
     step = int(state.step)
     T = _window_length(thresholds)
     window, _ = windows(step, T)
