@@ -52,7 +52,6 @@ from .timestep import (
     PoolState,
     ReadoutState,
     SynapseState,
-    WindowTable,
     as_current,
     check_input_mode,
     initial_neuron_state,
@@ -135,10 +134,12 @@ def ttfs_feed_forward_step(input_tensor: Tensor, state: TTFSState | None, p: TTF
     if state is None or state.mem.numel() == 0:
         state = initial_ttfs_state(x)
     T, theta0 = int(p.T), float(p.theta0)
-    table = WindowTable(T, lambda: threshold_table(tau.clamp_min(TAU_MIN), td, T, theta0))
+    def table() -> Tensor:
+        return threshold_table(tau.clamp_min(TAU_MIN), td, T, theta0)
+
     method, alpha = p.method, p.alpha
     spike_fn = straight_through(lambda v: norse_threshold(v, method, alpha))
-    return layer_step(x, state, int(p.layer_index), table, spike_fn, zeros=zeros, norm=p.norm,
+    return layer_step(x, state, int(p.layer_index), T, table, spike_fn, zeros=zeros, norm=p.norm,
                       input_mode=check_input_mode(p.input_mode))
 
 
@@ -246,10 +247,9 @@ BACKEND = export.Backend(
     name="norse",
     factories={
         "neuron": _cell,
-        "synapse": lambda st, **_: TemporalKernelSynapse(st.kernel, st.source, st.op, st.bias,
-                                                         st.name),
-        "maxpool": lambda st, **_: FirstSpikeMaxPool2d(st.kernel_size, st.name),
-        "readout": lambda st, **_: ReadoutIntegrator(st.index, st.name),
+        "synapse": TemporalKernelSynapse.from_stage,
+        "maxpool": FirstSpikeMaxPool2d.from_stage,
+        "readout": ReadoutIntegrator.from_stage,
     },
     container=lambda modules: SequentialState(*(m for _, m in modules)),
 )

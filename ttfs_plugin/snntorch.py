@@ -294,10 +294,9 @@ BACKEND = export.Backend(
     name="snntorch",
     factories={
         "neuron": _neuron,
-        "synapse": lambda st, **_: TemporalKernelSynapse(st.kernel, st.source, st.op, st.bias,
-                                                         st.name),
-        "maxpool": lambda st, **_: FirstSpikeMaxPool2d(st.kernel_size, st.name),
-        "readout": lambda st, **_: ReadoutIntegrator(st.index, st.name),
+        "synapse": TemporalKernelSynapse.from_stage,
+        "maxpool": FirstSpikeMaxPool2d.from_stage,
+        "readout": ReadoutIntegrator.from_stage,
     },
     container=_sequential,
     finish=reset,

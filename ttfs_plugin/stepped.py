@@ -27,7 +27,6 @@ from .timestep import (
     ReadoutState,
     SpikeFn,
     SynapseState,
-    WindowTable,
     as_current,
     check_input_mode,
     first_spike_pool_step,
@@ -121,8 +120,8 @@ class NeuronBase(Stepped):
         x = as_current(x, self.kernel.tau.dtype)
         if state is None or state.mem.numel() == 0:
             state = initial_neuron_state(x)
-        table = WindowTable(self.kernel.T, self.kernel.thresholds)
-        return layer_step(x, state, self.layer_index, table, self.spike_function(),
+        return layer_step(x, state, self.layer_index, self.kernel.T, self.kernel.thresholds,
+                          self.spike_function(),
                           zeros=self._zeros_like(x.shape, x), norm=self.norm,
                           input_mode=self.input_mode)
 
@@ -198,6 +197,11 @@ class SynapseBase(Stepped):
             self._keep("_shape_key", key)
         return torch.Size((spikes.shape[0], *self._shape))
 
+    @classmethod
+    def from_stage(cls, stage: SynapseStage, **_):
+        """The adapter's synapse for an export stage (adapter options do not apply)."""
+        return cls(stage.kernel, stage.source, stage.op, stage.bias, stage.name)
+
     def to_stage(self) -> SynapseStage:
         return SynapseStage(self.layer_name or f"synapse{self.source_index}", self.source_index,
                             self.kernel, self.op, self.bias)
@@ -229,6 +233,10 @@ class MaxPoolBase(Stepped):
         out, emitted = first_spike_pool_step(spikes, state.emitted, self.kernel_size)
         return out, PoolState(emitted)
 
+    @classmethod
+    def from_stage(cls, stage: MaxPoolStage, **_):
+        return cls(stage.kernel_size, stage.name)
+
     def to_stage(self) -> MaxPoolStage:
         return MaxPoolStage(self.layer_name or "maxpool", self.kernel_size)
 
@@ -249,6 +257,10 @@ class ReadoutBase(Stepped):
                 ) -> tuple[Tensor, ReadoutState]:
         mem = readout_step(current, None if state is None else state.mem)
         return mem, ReadoutState(mem)
+
+    @classmethod
+    def from_stage(cls, stage: ReadoutStage, **_):
+        return cls(stage.index, stage.name)
 
     def to_stage(self) -> ReadoutStage:
         return ReadoutStage(self.layer_name or "readout", self.layer_index)

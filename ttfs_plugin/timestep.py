@@ -221,18 +221,18 @@ def neuron_step(current: Tensor, state: NeuronState, layer_index: int, threshold
     return spikes, NeuronState(mem, fired, next_step(state.step))
 
 
-def layer_step(current: Tensor, state: NeuronState, layer_index: int,
+def layer_step(current: Tensor, state: NeuronState, layer_index: int, T: int,
                thresholds: Callable[[], Tensor], spike_fn: SpikeFn = heaviside,
                zeros: Tensor | None = None, norm: Callable[[Tensor], Tensor] | None = None,
                input_mode: str = "analog") -> tuple[Tensor, NeuronState]:
     """:func:`neuron_step` that does no work outside the layer's two windows: ``thresholds``
-    (a callable, e.g. ``kernel.thresholds``) is built only when the layer is active."""
+    (a callable, e.g. ``kernel.thresholds``, of a table of length ``T``) is built only when the
+    layer is active."""
     if state.mem.shape != current.shape:
         raise InputShapeError(
             f"state of shape {tuple(state.mem.shape)} given with input of shape "
             f"{tuple(current.shape)}; start a new batch with a fresh state (None)")
     step = int(state.step)
-    T = _window_length(thresholds)
     window, _ = windows(step, T)
     if window not in (layer_index, layer_index + 1):
         if layer_index == 0:
@@ -241,26 +241,6 @@ def layer_step(current: Tensor, state: NeuronState, layer_index: int,
                 state._replace(step=next_step(state.step)))
     return neuron_step(current, state, layer_index, thresholds(), spike_fn, zeros, norm,
                        input_mode)
-
-
-def _window_length(thresholds) -> int:
-    T = getattr(thresholds, "T", None)
-    if T is None:
-        raise TypeError("thresholds must be a callable with a T attribute (see WindowTable)")
-    return int(T)
-
-
-class WindowTable:
-    """A lazily built threshold table of window length ``T`` (``build()`` makes the tensor)."""
-
-    __slots__ = ("T", "build")
-
-    def __init__(self, T: int, build: Callable[[], Tensor]) -> None:
-        self.T = int(T)
-        self.build = build
-
-    def __call__(self) -> Tensor:
-        return self.build()
 
 
 def _receive_spikes(spikes: Tensor, mem: Tensor, threshold: Tensor, step: int) -> Tensor:
