@@ -151,10 +151,13 @@ _OP_CODECS: dict[type, tuple[str, Callable[[nn.Module], dict]]] = {
                                      "out_channels": m.out_channels,
                                      "kernel_size": list(m.kernel_size),
                                      "stride": list(m.stride), "padding": list(m.padding),
+                                     "dilation": list(m.dilation), "groups": m.groups,
                                      "bias": False}),
     nn.Linear: ("Linear", lambda m: {"in_features": m.in_features,
                                      "out_features": m.out_features, "bias": False}),
-    nn.AvgPool2d: ("AvgPool2d", lambda m: {"kernel_size": m.kernel_size, "stride": m.stride}),
+    nn.AvgPool2d: ("AvgPool2d", lambda m: {"kernel_size": m.kernel_size, "stride": m.stride,
+                                           "padding": m.padding,
+                                           "count_include_pad": m.count_include_pad}),
     nn.Flatten: ("Flatten", lambda m: {"start_dim": m.start_dim, "end_dim": m.end_dim}),
     nn.Identity: ("Identity", lambda m: {}),
 }
@@ -254,6 +257,11 @@ class _Planner:
         self.stages.append(NeuronStage(name, self.layer, self.kernel, mode))
 
     def weight_op(self, name: str, module: nn.Module) -> None:
+        if isinstance(module, nn.Conv2d) and (isinstance(module.padding, str)
+                                              or module.padding_mode != "zeros"):
+            raise ExportError(f"{name}: only Conv2d with integer zero padding can be exported "
+                              f"(got padding={module.padding!r}, padding_mode="
+                              f"{module.padding_mode!r}); rebuild it with padding=(ph, pw)")
         if self.weight is not None:
             raise ExportError(f"{name}: two weight ops without a TTFS neuron between them")
         self.weight = (name, module, None)
@@ -273,6 +281,10 @@ class _Planner:
         self.stages.append(MaxPoolStage(name, int(size[0] if isinstance(size, tuple) else size)))
 
     def linear_reshape(self, name: str, module: nn.Module) -> None:
+        if isinstance(module, nn.AvgPool2d) and (module.ceil_mode
+                                                 or module.divisor_override is not None):
+            raise ExportError(f"{name}: AvgPool2d with ceil_mode or divisor_override cannot be "
+                              "exported; use the defaults")
         if self.weight is not None:
             raise ExportError(f"{name}: pooling/flatten after a weight op needs a TTFS neuron "
                               "in between")
