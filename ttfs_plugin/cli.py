@@ -23,7 +23,7 @@ from .functional import GRAD_MODES, SPIKE_PROXY_MODES
 from .metrics import evaluate
 from .models import MODELS, NetworkConfig, TTFSNetwork, get_model
 from .plot_cli import add_plot_parser, run_plot
-from .simulation import BACKENDS, evaluate_backend, load_adapter
+from .simulation import BACKENDS, evaluate_backend, evaluate_simulated, load_adapter
 from .training import (
     PRESETS,
     RunDirectory,
@@ -91,8 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--quiet", action="store_true", help="no progress bars")
     add_data_arguments(train.add_argument_group("dataset options"))
 
-    ev = sub.add_parser("evaluate", help="accuracy and efficiency figures of a checkpoint")
-    ev.add_argument("checkpoint")
+    ev = sub.add_parser("evaluate", help="accuracy and efficiency figures of a checkpoint "
+                        "(or of a .nir file written by 'ttfs export --backend nir')")
+    ev.add_argument("checkpoint", help="checkpoint.pt, its run folder, or a .nir file")
     ev.add_argument("--dataset", help="default: the one it was trained on")
     ev.add_argument("--data-dir", help="default: the one it was trained with")
     ev.add_argument("--split", choices=SPLITS, default="val")
@@ -104,11 +105,13 @@ def build_parser() -> argparse.ArgumentParser:
                     "or Norse, which also reports its agreement with the surrogate")
     ev.add_argument("--json", action="store_true", help="print one JSON object")
 
-    ex = sub.add_parser("export", help="convert a checkpoint into an snnTorch or Norse network")
+    ex = sub.add_parser("export", help="convert a checkpoint into an snnTorch or Norse network, "
+                        "or a NIR graph")
     ex.add_argument("checkpoint")
-    ex.add_argument("--backend", choices=BACKENDS, required=True)
-    ex.add_argument("--out", required=True, help="file to write (load it with "
-                    "ttfs_plugin.<backend>.load(FILE))")
+    ex.add_argument("--backend", choices=BACKENDS + ("nir",), required=True,
+                    help="snntorch or norse (a torch file for ttfs_plugin.<backend>.load), or "
+                    "nir (a NIR graph for ttfs_plugin.nir.from_nir, docs/nir.md)")
+    ex.add_argument("--out", required=True, help="file to write")
     ex.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     add_plot_parser(sub)
     return parser
@@ -206,7 +209,48 @@ def _resume_setup(args, out: Path):
     return network, data, cfg, meta, ckpt
 
 
+def _is_nir_file(path: str) -> bool:
+    return Path(path).suffix.lower() == ".nir"
+
+
+def _evaluate_nir(args: argparse.Namespace) -> int:
+    """``ttfs evaluate net.nir --backend snntorch|norse``: the file alone, no surrogate."""
+    if args.backend == "surrogate":
+        raise ConfigError("a .nir file holds the spiking network, not its surrogate; pass "
+                          "--backend snntorch or --backend norse")
+    tnir = load_adapter("nir")
+    graph = tnir.read(args.checkpoint)
+    net = tnir.from_nir(graph, args.backend)
+    stored = tnir.dataset_of(graph) or {}
+    name = args.dataset or stored.get("name")
+    if name is None:
+        raise ConfigError(f"{args.checkpoint} does not record its dataset; pass --dataset")
+    data_dir = args.data_dir if args.dataset or args.data_dir else stored.get("data_dir")
+    options = dict(stored.get("options", {})) if name == stored.get("name") else {}
+    options.update(augment=False, download=False)
+    data = load_dataset(name, data_dir, **options)
+    expected = tnir.input_shape_of(graph)
+    if tuple(data.in_shape) != expected:
+        raise ConfigError(f"dataset {name!r} has inputs {tuple(data.in_shape)}, the NIR "
+                          f"network expects {expected}")
+    loader = batches(data.split(args.split), args.batch_size)
+    result = evaluate_simulated(net, loader, args.backend, reference=args.energy_ref)
+    return _report(args, result, name)
+
+
+def _report(args: argparse.Namespace, result: dict, name: str) -> int:
+    result.update(dataset=name, split=args.split, backend=args.backend)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(format_report(result, title=f"{args.checkpoint} on {name} ({args.split}), "
+                                          f"backend {args.backend}"))
+    return 0
+
+
 def _evaluate(args: argparse.Namespace) -> int:
+    if _is_nir_file(args.checkpoint):
+        return _evaluate_nir(args)
     network, ckpt = load_checkpoint(args.checkpoint)
     trained_on = ckpt.get("dataset", {})
     name = args.dataset or trained_on.get("name")
@@ -228,12 +272,7 @@ def _evaluate(args: argparse.Namespace) -> int:
             raise ConfigError("a ReLU network has no spiking simulation; use --backend "
                               "surrogate")
         result = evaluate_backend(network, loader, args.backend, reference=args.energy_ref)
-    result.update(dataset=name, split=args.split, backend=args.backend)
-    if args.json:
-        print(json.dumps(result))
-    else:
-        print(format_report(result, title=f"{args.checkpoint} on {name} ({args.split})"))
-    return 0
+    return _report(args, result, name)
 
 
 def _export(args: argparse.Namespace) -> int:
@@ -241,9 +280,17 @@ def _export(args: argparse.Namespace) -> int:
     if out.exists() and not args.overwrite:
         raise ConfigError(f"{out} exists; pass --overwrite or choose another --out")
     adapter = load_adapter(args.backend)
-    network, _ = load_checkpoint(args.checkpoint)
+    network, ckpt = load_checkpoint(args.checkpoint)
     if not network.is_spiking:
         raise ConfigError("a ReLU network cannot be exported to a spiking framework")
+    if args.backend == "nir":
+        graph = adapter.to_nir(network, dataset=ckpt.get("dataset"))
+        adapter.write(graph, out)
+        neurons = sum(1 for node in graph.nodes.values() if type(node).__name__ == "IF")
+        print(f"wrote {out}: NIR graph of {len(graph.nodes)} nodes ({neurons} TTFS neuron "
+              f"layers, convention {adapter.CONVENTION} v{adapter.CONVENTION_VERSION}); load it "
+              f"with ttfs_plugin.nir.from_nir({str(out)!r}, backend='snntorch' or 'norse')")
+        return 0
     net = getattr(adapter, f"to_{args.backend}")(network)
     adapter.save(net, out)
     print(f"wrote {out}: {len(list(net.children()))} {args.backend} modules, "

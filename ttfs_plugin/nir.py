@@ -75,12 +75,25 @@ def _array(t: Tensor) -> np.ndarray:
     return t.detach().cpu().numpy().copy()
 
 
-def _stages_and_shape(source: nn.Module, input_shape) -> tuple[list[export.Stage], tuple]:
+def _stages_and_shape(source: nn.Module, input_shape, output: str | None,
+                      input_mode: str | None) -> tuple[list[export.Stage], tuple]:
     """The stages of a surrogate model or an exported net, and the input shape (no batch)."""
+    if not isinstance(source, nn.Module):
+        raise ConfigError(f"to_nir takes a TTFS model or an exported network, got "
+                          f"{type(source).__name__}")
     if any(callable(getattr(m, "to_stage", None)) for m in source.modules()):
         stages = export.stages_of(source)
+        neurons = [st for st in stages if isinstance(st, export.NeuronStage)]
+        has = ("spikes" if neurons and neurons[-1].output else "membrane",
+               neurons[0].input_mode if neurons else "analog")
+        for asked, actual, what in ((output, has[0], "output"), (input_mode, has[1],
+                                                                   "input_mode")):
+            if asked is not None and asked != actual:
+                raise ConfigError(f"this exported network has {what}={actual!r}, not "
+                                  f"{asked!r}; convert the surrogate again with {what}="
+                                  f"{asked!r}")
     else:
-        stages = export.plan_network(source)
+        stages = export.plan_network(source, output or "membrane", input_mode or "analog")
     if input_shape is None:
         config = getattr(source, "config", None)
         input_shape = getattr(config, "in_shape", None)
@@ -165,16 +178,19 @@ def _pair(value) -> list[int]:
     return [int(values[0])] * 2 if values.size == 1 else [int(v) for v in values]
 
 
-def to_nir(source: nn.Module, input_shape: Sequence[int] | None = None,
+def to_nir(source: nn.Module, input_shape: Sequence[int] | None = None, *,
+           output: str | None = None, input_mode: str | None = None,
            dataset: dict | None = None) -> nir.NIRGraph:
     """``source`` (a trained surrogate, or a net of the plugin's snnTorch/Norse modules) as a
     NIR graph that follows the ``ttfs-plugin/nir`` convention (docs/nir.md).
 
     ``input_shape`` (no batch dimension) is read from a ``TTFSNetwork`` 's config or an MLP's
-    first ``Linear``; pass it otherwise. ``dataset`` (optional, e.g. the run's dataset record)
-    is stored as JSON so ``ttfs evaluate net.nir`` can find the data again.
+    first ``Linear``; pass it otherwise. ``output`` (``"membrane"`` or ``"spikes"``) and
+    ``input_mode`` (``"analog"`` or ``"spikes"``) are as in ``to_snntorch`` (an exported net keeps
+    its own). ``dataset`` (optional, e.g. the run's dataset record) is stored as JSON so
+    ``ttfs evaluate net.nir`` can find the data again.
     """
-    stages, shape = _stages_and_shape(source, input_shape)
+    stages, shape = _stages_and_shape(source, input_shape, output, input_mode)
     params = list(source.parameters())
     dtype = params[0].dtype if params else torch.float32
     if str(dtype).replace("torch.", "") not in DTYPES:
@@ -225,13 +241,12 @@ def to_nir(source: nn.Module, input_shape: Sequence[int] | None = None,
     return nir.NIRGraph(nodes=nodes, edges=list(zip(chain[:-1], chain[1:])), metadata=meta)
 
 
-def write(source: nn.Module | nir.NIRGraph, path: str | Path,
-          input_shape: Sequence[int] | None = None, dataset: dict | None = None) -> Path:
-    """Write ``source`` (a graph from :func:`to_nir`, or anything it takes) to ``path``.
-
-    The file appears whole or not at all: it is written next to ``path`` and renamed.
+def write(source: nn.Module | nir.NIRGraph, path: str | Path, **to_nir_options) -> Path:
+    """Write ``source`` (a graph from :func:`to_nir`, or a network with ``to_nir``'s options)
+    to ``path``. The file appears whole or not at all: it is written next to ``path`` and
+    renamed.
     """
-    graph = source if isinstance(source, nir.NIRGraph) else to_nir(source, input_shape, dataset)
+    graph = source if isinstance(source, nir.NIRGraph) else to_nir(source, **to_nir_options)
     path = Path(path)
     if path.is_dir():
         raise ConfigError(f"{path} is a folder; give a file name such as {path / 'net.nir'}")
@@ -267,14 +282,36 @@ def read(path: str | Path) -> nir.NIRGraph:
         raise NIRFormatError(f"no NIR file at {path}; write one with 'ttfs export CKPT "
                              "--backend nir --out FILE' or ttfs_plugin.nir.write")
     try:
+        import h5py
+
+        if not h5py.is_hdf5(path):
+            raise NIRFormatError(f"{path} is not a NIR file (not HDF5); write it with "
+                                 "ttfs_plugin.nir.write")
+        with h5py.File(path, "r") as f:
+            types = {_text(f["node"]["nodes"][n]["type"][()]) for n in f["node"]["nodes"]}
+    except NIRFormatError:
+        raise
+    except Exception as exc:  # h5py raises OSError, KeyError, … for damaged files
+        raise NIRFormatError(f"{path} is truncated or not a NIR file ({type(exc).__name__}); "
+                             "write it again") from None
+    unknown = sorted(t for t in types if not hasattr(nir, t) or t == "NIRNode")
+    if unknown:
+        raise NIRFormatError(f"{path} holds node types {unknown} that nir "
+                             f"{getattr(nir, 'version', '?')} does not know; it was written for "
+                             "another NIR version or tool")
+    try:
         return nir.read(path)
     except ValueError as exc:
-        raise NIRFormatError(f"{path}: the NIR reader refused the graph ({exc}); it needs "
-                             f"nir {nir.version if hasattr(nir, 'version') else ''} node types"
+        raise NIRFormatError(f"{path}: the NIR reader (nir {getattr(nir, 'version', '?')}) "
+                             f"refused it: {str(exc).splitlines()[0] if str(exc) else exc!r}"
                              ) from None
     except Exception as exc:  # h5py raises OSError, KeyError, … for damaged files
         raise NIRFormatError(f"{path} is truncated or not a NIR file ({type(exc).__name__}); "
                              "write it again") from None
+
+
+def _text(value) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def _value(meta: dict, key: str, where: str, kind):

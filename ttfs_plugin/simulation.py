@@ -185,12 +185,12 @@ BACKENDS = ("snntorch", "norse")
 
 
 def load_adapter(backend: str):
-    """The adapter module of ``backend`` (``snntorch`` or ``norse``), with a clear error when its
-    framework is not installed."""
+    """The adapter module of ``backend`` (``snntorch``, ``norse`` or ``nir``), with a clear error
+    when its framework is not installed."""
     from .errors import ConfigError, unknown_name
 
-    if backend not in BACKENDS:
-        raise unknown_name("backend", backend, BACKENDS + ("surrogate",))
+    if backend not in BACKENDS + ("nir",):
+        raise unknown_name("backend", backend, BACKENDS + ("surrogate", "nir"))
     try:
         return importlib.import_module(f"ttfs_plugin.{backend}")
     except ImportError:
@@ -198,29 +198,44 @@ def load_adapter(backend: str):
                           f"pip install 'ttfs-plugin[{backend}]'") from None
 
 
-@torch.no_grad()
 def evaluate_backend(model: nn.Module, loader, backend: str,
                      reference: str | EnergyReference = "cifar10") -> dict:
     """Accuracy and efficiency figures of ``model`` exported to ``backend`` and simulated
     step by step, plus its agreement with the surrogate (predictions and spike times)."""
     adapter = load_adapter(backend)
     net = getattr(adapter, f"to_{backend}")(model)
-    dtype = next(model.parameters()).dtype
+    return evaluate_simulated(net, loader, backend, reference, surrogate=model)
+
+
+@torch.no_grad()
+def evaluate_simulated(net: nn.Module, loader, backend: str,
+                       reference: str | EnergyReference = "cifar10",
+                       surrogate: nn.Module | None = None) -> dict:
+    """Accuracy and efficiency figures of an exported ``net`` of ``backend`` (from ``to_*``,
+    ``load`` or ``ttfs_plugin.nir.from_nir``), simulated step by step; with ``surrogate``,
+    also its agreement with that model (predictions and spike times)."""
+    if backend not in BACKENDS:
+        from .errors import unknown_name
+
+        raise unknown_name("simulation backend", backend, BACKENDS)
+    adapter = load_adapter(backend)
+    dtype = next(net.parameters()).dtype
     correct = samples = same_prediction = same_times = neurons_seen = 0
     spikes: dict[str, float] = {}
     neurons: dict[str, int] = {}
     T = None
     for x, y in loader:
         x = x.to(dtype)
-        logits, times = surrogate_spike_times(model, x)
         result = adapter.simulate(net, x)
         T = result.T
         correct += (result.logits.argmax(1) == y).sum().item()
-        same_prediction += (result.logits.argmax(1) == logits.argmax(1)).sum().item()
         samples += y.numel()
-        for name, t in times.items():
-            same_times += (result.spike_times[name].reshape(t.shape) == t).sum().item()
-            neurons_seen += t.numel()
+        if surrogate is not None:
+            logits, times = surrogate_spike_times(surrogate, x)
+            same_prediction += (result.logits.argmax(1) == logits.argmax(1)).sum().item()
+            for name, t in times.items():
+                same_times += (result.spike_times[name].reshape(t.shape) == t).sum().item()
+                neurons_seen += t.numel()
         for name, counts in result.spike_counts.items():
             spikes[name] = spikes.get(name, 0.0) + counts.sum().item()
             neurons[name] = result.neurons[name]
@@ -230,7 +245,9 @@ def evaluate_backend(model: nn.Module, loader, backend: str,
         raise ConfigError("the evaluation split holds no samples")
     layers = [{"name": n, "neurons": neurons[n], "spikes_per_sample": s / samples}
               for n, s in spikes.items()]
-    return {"accuracy": correct / samples, "samples": samples, "backend": backend,
-            **efficiency_figures(layers, T, reference),
-            "agreement_with_surrogate": same_prediction / samples,
-            "spike_time_agreement": same_times / neurons_seen}
+    figures = {"accuracy": correct / samples, "samples": samples, "backend": backend,
+               **efficiency_figures(layers, T, reference)}
+    if surrogate is not None:
+        figures.update(agreement_with_surrogate=same_prediction / samples,
+                       spike_time_agreement=same_times / neurons_seen)
+    return figures
