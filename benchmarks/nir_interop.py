@@ -29,9 +29,8 @@ def _short(exc: Exception) -> str:
 
 
 def readers():
-    from snntorch.import_nir import import_from_nir
-
     import norse.torch as nt
+    from snntorch.import_nir import import_from_nir
 
     return {"snntorch.import_from_nir": import_from_nir, "norse.torch.from_nir": nt.from_nir}
 
@@ -75,8 +74,8 @@ def try_readers(folder: Path) -> list[str]:
 
 def rate_coded_agreement(folder: Path, epochs: int, step_counts: list[int]) -> list[str]:
     import nir
-
     import norse.torch as nt
+
     from ttfs_plugin import nir as tnir
     from ttfs_plugin import norse as tnorse
     from ttfs_plugin.checkpoint import load_checkpoint

@@ -25,7 +25,7 @@ from ttfs_plugin import norse as tnorse  # noqa: E402
 from ttfs_plugin import snntorch as tsnn  # noqa: E402
 from ttfs_plugin.cli import main  # noqa: E402
 from ttfs_plugin.errors import ConfigError  # noqa: E402
-from ttfs_plugin.models import mlp, small_cnn  # noqa: E402
+from ttfs_plugin.models import small_cnn  # noqa: E402
 
 ADAPTERS = {"snntorch": (tsnn, tsnn.to_snntorch), "norse": (tnorse, tnorse.to_norse)}
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "nir.md"
@@ -337,3 +337,33 @@ def test_the_three_lines_of_the_docs_run_verbatim(tmp_path, monkeypatch):
     assert isinstance(namespace["net"], nn.Module)
     x = torch.rand(3, 1, 8, 8, dtype=next(namespace["net"].parameters()).dtype)
     assert tnorse.simulate(namespace["net"], x).logits.shape == (3, 10)
+
+
+def test_the_readme_nir_lines_run_verbatim(tmp_path, monkeypatch, capsys):
+    readme = (DOCS.parents[1] / "README.md").read_text()
+    section = readme.split("### Take it anywhere through NIR", 1)[1]
+    lines = re.search(r"```bash\n(.*?)```", section, re.S).group(1).strip().splitlines()
+    monkeypatch.chdir(tmp_path)
+    for line in lines:
+        if line.startswith("python -c "):
+            exec(line[len("python -c "):].strip().strip('"'), {})
+            assert "TTFSCell" in capsys.readouterr().out
+        else:
+            words = line.split("#")[0].split()
+            assert words[0] == "ttfs"
+            assert main(words[1:] + ["--quiet"] * (words[1] == "train")) == 0
+
+
+def test_the_frameworks_own_exporters_on_a_ttfs_net():
+    """snnTorch's export_to_nir is refused with a pointer to ttfs_plugin.nir; Norse's to_nir
+    returns None nodes (docs/nir.md says both)."""
+    import norse.torch as nt
+    from snntorch.export_nir import export_to_nir
+
+    model = case_model("mlp", torch.float32)[0]
+    x = torch.rand(1, 1, 8, 8)
+    with pytest.raises(export.ExportError, match="ttfs_plugin.nir.write"):
+        export_to_nir(tsnn.to_snntorch(model), x)
+    graph = nt.to_nir(tnorse.to_norse(model), x)
+    assert any(node is None for node in graph.nodes.values())
+    assert "export_to_nir" in DOCS.read_text() and "norse.torch.to_nir" in DOCS.read_text()

@@ -60,6 +60,19 @@ def _refuse(name: str, value, allowed, why: str) -> None:
                           f"{allowed!r}")
 
 
+class _Theta0(float):
+    """``theta0`` as snnTorch's ``threshold``: a plain float. Reading it as a tensor
+    (``.detach()``) is what ``snntorch.export_to_nir`` does to write a neuron as a LIF node, which
+    would describe a TTFS layer wrongly (constant threshold, no windows): refused, with the way
+    that works."""
+
+    def detach(self):
+        raise export.ExportError(
+            "snntorch.export_to_nir cannot describe a TTFS neuron (it would write a LIF node: "
+            "constant threshold, no time windows); write the network with "
+            "ttfs_plugin.nir.write(net, 'net.nir', input_shape=...) (docs/nir.md)")
+
+
 class TTFSNeuron(snn.Leaky, NeuronBase):
     """TTFS neuron of spiking layer ``layer_index``: IF membrane without leak, decaying threshold
     ``thr[k] = theta0 * kappa(k)``, fires once, then refractory.
@@ -133,7 +146,7 @@ class TTFSNeuron(snn.Leaky, NeuronBase):
 
     @property
     def threshold(self) -> float:
-        return self.kernel.theta0
+        return _Theta0(self.kernel.theta0)
 
     @threshold.setter
     def threshold(self, value) -> None:
