@@ -23,3 +23,13 @@ def shared_data() -> Path:
     if not (path / "mnist9k").is_dir():
         pytest.skip(f"sample data not found at {path}; set TTFS_DATA_DIR")
     return path
+
+
+@pytest.fixture(scope="session")
+def digits_checkpoint(tmp_path_factory) -> Path:
+    """A TTFS MLP trained 2 epochs on the built-in digits (``ttfs train``), shared read-only."""
+    from ttfs_plugin.cli import main
+
+    out = tmp_path_factory.mktemp("digits_run")
+    assert main(["train", "--epochs", "2", "--out", str(out), "--quiet"]) == 0
+    return out / "checkpoint.pt"

@@ -10,11 +10,9 @@ from ttfs_plugin.cli import main
 pytest.importorskip("snntorch")
 
 
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    out = tmp_path_factory.mktemp("run")
-    assert main(["train", "--epochs", "2", "--out", str(out), "--quiet"]) == 0
-    return out / "checkpoint.pt"
+@pytest.fixture
+def checkpoint(digits_checkpoint):
+    return digits_checkpoint
 
 
 def evaluate_json(capsys, *args):

@@ -224,11 +224,9 @@ def test_input_shape_is_needed_when_it_cannot_be_read():
 # --- the CLI ------------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    out = tmp_path_factory.mktemp("run")
-    assert main(["train", "--epochs", "2", "--out", str(out), "--quiet"]) == 0
-    return out / "checkpoint.pt"
+@pytest.fixture
+def checkpoint(digits_checkpoint):
+    return digits_checkpoint
 
 
 def cli_json(capsys, *args):
