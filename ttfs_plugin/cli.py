@@ -16,27 +16,30 @@ from pathlib import Path
 import torch
 
 from . import __version__
-from .checkpoint import load_checkpoint
-from .data import DATASETS, SPLITS, add_data_arguments, dataset_options, load_dataset
+from .checkpoint import find_checkpoint, load_checkpoint
+from .configs import resolve_config
+from .data import DATASETS, SPLITS, add_data_arguments, dataset_options
 from .errors import CheckpointError, ConfigError, TTFSError
-from .functional import GRAD_MODES, SPIKE_PROXY_MODES
 from .metrics import evaluate
-from .models import MODELS, NetworkConfig, TTFSNetwork, get_model
+from .models import get_model
 from .plot_cli import add_plot_parser, run_plot
+from .records import Checkpoint, DatasetRef, evaluation_data
 from .simulation import BACKENDS, evaluate_backend, evaluate_simulated, load_adapter
-from .training import (
+from .training import RunDirectory, TrainConfig, batches, distributed, fit, seed_everything
+from .training.config import (
+    DEFAULT_PRESET,
     PRESETS,
-    RunDirectory,
-    TrainConfig,
-    batches,
-    distributed,
-    fit,
+    ModelSettings,
+    add_arguments,
+    check_value,
+    defaults_of,
+    fields_of,
+    from_settings,
     get_preset,
-    seed_everything,
-    td_for_x_max,
+    resolve,
+    setting_kind,
 )
-
-DEFAULT_MODEL = {"digits": "mlp"}  # every other dataset: "cnn"
+from .training.rundir import check_out_folder, finite_json
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -44,51 +47,32 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"ttfs-plugin {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    train = sub.add_parser("train", help="train a TTFS network through the surrogate model")
+    train = sub.add_parser("train", help="train a TTFS network through the surrogate model",
+                           description="Train a TTFS network. Where a value comes from: the "
+                           "command line, else the --config file, else the preset, else the "
+                           "default shown.")
     train.add_argument("--dataset", default="digits", help=f"one of {sorted(DATASETS)}")
     train.add_argument("--data-dir", help="folder holding the dataset's files")
-    train.add_argument("--model", help=f"one of {sorted(MODELS)} (default: mlp for digits, "
-                       "cnn otherwise)")
-    train.add_argument("--preset", default="sm+sr+tr+tb", help=f"one of {list(PRESETS)}")
+    train.add_argument("--preset", default=DEFAULT_PRESET, choices=list(PRESETS),
+                       help="the paper's ablation row (sets x_max0, sr_target, lambda_tr, "
+                       "lambda_tb)")
     train.add_argument("--out", required=True, help="run folder for checkpoint.pt, metrics.json")
     train.add_argument("--overwrite", action="store_true",
-                       help="replace a checkpoint already in --out")
+                       help="replace a run already in --out")
     train.add_argument("--resume", action="store_true",
-                       help="continue the run in --out from its last checkpoint")
-    train.add_argument("--config", help="TOML file of flag values (see configs/); flags given "
-                       "on the command line override it")
-    train.add_argument("--activation", choices=["ttfs", "relu"], default="ttfs",
-                       help="relu trains the plain DNN of the same architecture (baseline)")
-    g = train.add_argument_group("training (unset flags take the preset's value)")
-    g.add_argument("--epochs", type=int, help="default 20 (with --resume: the run's own)")
-    g.add_argument("--batch-size", type=int, default=128)
-    g.add_argument("--lr", type=float, default=1e-3)
-    g.add_argument("--lr-schedule", choices=["cosine", "step", "none"], default="cosine")
-    g.add_argument("--lr-step", type=int, default=30, help="step schedule: epochs per step")
-    g.add_argument("--lr-gamma", type=float, default=0.1, help="step schedule: factor")
-    g.add_argument("--lambda-w", type=float, default=1e-4, help="L2 weight (paper: 1e-4)")
-    g.add_argument("--lambda-tr", type=float, help="kernel regularisation weight")
-    g.add_argument("--lambda-tb", type=float, help="TB spike-proxy weight")
-    g.add_argument("--tb-mode", choices=SPIKE_PROXY_MODES, default="exact")
-    g.add_argument("--sr-target", type=int, help="SR target epoch (0 = off; default: epochs/4)")
-    g.add_argument("--reg-start", type=int, help="epoch TR and TB start (default: SR target)")
-    g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda, "
-                   "cuda:1 …; under torchrun each process takes its local rank's GPU")
-    g.add_argument("--no-bf16", action="store_true", help="no bf16 autocast on CUDA")
-    g.add_argument("--precise-bn", action="store_true",
-                   help="after the last epoch, recompute batch-norm statistics over the "
-                        "training set with the final weights")
-    k = train.add_argument_group("kernel and model")
-    k.add_argument("--T", type=int, default=32, help="time window per layer")
-    k.add_argument("--tau0", type=float, default=10.0)
-    k.add_argument("--td0", type=float, help="initial delay (default: from --x-max0)")
-    k.add_argument("--x-max0", type=float, help="initial x_max = exp(td0/tau0) (preset)")
-    k.add_argument("--theta0", type=float, default=1.0)
-    k.add_argument("--grad-mode", choices=GRAD_MODES, default="ste")
-    k.add_argument("--width", type=float, help="vgg16 width multiplier")
-    k.add_argument("--pool", choices=["max", "avg"], help="pooling of cnn and vgg16")
-    train.add_argument("--quiet", action="store_true", help="no progress bars")
+                       help="continue the run in --out from its last checkpoint (only --epochs "
+                       "and the output flags may change)")
+    train.add_argument("--config", help="TOML file of settings (keys are the flag names), or "
+                       "the name of a bundled config (see 'ttfs configs')")
+    train.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda, "
+                       "cuda:1 …; under torchrun each process takes its local rank's GPU")
+    train.add_argument("--quiet", action="store_true",
+                       help="no progress bars and no per-epoch lines (the final report stays)")
+    train.add_argument("--no-progress", action="store_true",
+                       help="no progress bars (per-epoch lines stay); bars are never drawn "
+                       "when stderr is not a terminal")
+    add_arguments(train.add_argument_group("training"), TrainConfig)
+    add_arguments(train.add_argument_group("kernel and model"), ModelSettings)
     add_data_arguments(train.add_argument_group("dataset options"))
 
     ev = sub.add_parser("evaluate", help="accuracy and efficiency figures of a checkpoint "
@@ -118,29 +102,32 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _train(args: argparse.Namespace) -> int:
-    out = Path(args.out)
-    device = _device(args.device)
+    settings = args.settings
+    out = Path(settings["out"])
+    device = _device(settings["device"])
     ctx = distributed.setup(device)
     device = distributed.device_for(ctx, device)
     try:
-        if args.resume:
-            network, data, cfg, meta, resume_from = _resume_setup(args, out)
+        if settings["resume"]:
+            network, data, cfg, meta, resume_from = _resume_setup(settings, out)
         else:
-            network, data, cfg, meta = _new_run_setup(args, out, ctx)
+            network, data, cfg, meta = _new_run_setup(settings, out, ctx)
             resume_from = None
         run = RunDirectory(out) if ctx.is_main else None
         start = time.perf_counter()
-        history = fit(network, data.train, data.val, cfg, device, progress=not args.quiet,
-                      run=run, resume_from=resume_from, metadata=meta, dist_ctx=ctx)
+        history = fit(network, data.train, data.val, cfg, device,
+                      progress=not (settings["quiet"] or settings["no_progress"]),
+                      log_epochs=not settings["quiet"], run=run, resume_from=resume_from,
+                      metadata=meta, dist_ctx=ctx)
         wall = time.perf_counter() - start
         if not ctx.is_main:
             return 0
         network.cpu()
         result = evaluate(network, batches(data.val, 512))
         run.write_json({"final": result, "wall_seconds": wall, "training": cfg.to_dict(),
-                        "world_size": ctx.world_size, **meta, "history": history})
+                        "world_size": ctx.world_size, **_json_meta(meta), "history": history})
         run.close()
-        title = (f"{network.config.name} on {meta['dataset']['name']} (validation split, "
+        title = (f"{network.config.name} on {meta['dataset'].name} (validation split, "
                  f"{'TTFS' if network.is_spiking else 'ReLU'} evaluation)")
         print(format_report(result, title=title))
         print(f"trained in {wall:.1f}s; wrote {run.checkpoint} and {out / 'metrics.json'}")
@@ -149,64 +136,94 @@ def _train(args: argparse.Namespace) -> int:
         distributed.teardown(ctx)
 
 
-def _new_run_setup(args, out: Path, ctx):
-    if (out / "checkpoint.pt").exists() and not args.overwrite:
-        raise ConfigError(f"{out} already holds checkpoint.pt; pass --resume to continue it, "
+def default_model(dataset: str) -> str:  # TEMPORARY until the dataset table lands
+    from . import data
+
+    return getattr(data, "default_model", lambda n: "mlp" if n == "digits" else "cnn")(dataset)
+
+
+def _json_meta(meta: dict) -> dict:
+    return {k: (v.to_dict() if isinstance(v, DatasetRef) else v) for k, v in meta.items()}
+
+
+#: Settings that make no sense for a ReLU run (it has no kernel, no spikes).
+SPIKING_ONLY = ("lambda_tr", "lambda_tb", "sr_target")
+
+
+def _new_run_setup(settings: dict, out: Path, ctx):
+    if settings["overwrite"] is False and any((out / n).exists()
+                                              for n in ("checkpoint.pt", "checkpoint.prev.pt")):
+        raise ConfigError(f"{out} already holds a run; pass --resume to continue it, "
                           "--overwrite to replace it, or another --out")
-    preset = get_preset(args.preset)
-    options = dataset_options(args)
-    data = load_dataset(args.dataset, args.data_dir, **options)
-    model_name = args.model or DEFAULT_MODEL.get(args.dataset, "cnn")
-    x_max0 = args.x_max0 if args.x_max0 is not None else preset["x_max0"]
-    td0 = args.td0 if args.td0 is not None else td_for_x_max(x_max0, args.tau0)
-    model_kw = {k: v for k, v in (("width", args.width), ("pool", args.pool)) if v is not None}
-    seed_everything(args.seed)  # weight initialisation is part of a reproducible run
+    check_out_folder(out)
+    spiking = settings["activation"] == "ttfs"
+    if not spiking:
+        given = [k for k in SPIKING_ONLY if k in args_given(settings) and settings[k]]
+        if given:
+            raise ConfigError(f"--activation relu has no kernel and no spikes: "
+                              f"{', '.join(given)} cannot apply; drop them")
+        settings = {**settings, "lambda_tr": 0.0, "lambda_tb": 0.0, "sr_target": 0}
+    cfg = from_settings(TrainConfig, settings)
+    model = from_settings(ModelSettings, settings)
+    preset = get_preset(settings["preset"])
+    dataset = DatasetRef(settings["dataset"], _abs(settings["data_dir"]),
+                         dataset_options(argparse.Namespace(**settings)))
+    data = dataset.load()
+    model_name = model.model or default_model(dataset.name)
+    model_kw = {k: v for k, v in (("width", model.width), ("pool", model.pool)) if v is not None}
+    seed_everything(cfg.seed)  # weight initialisation is part of a reproducible run
     network = get_model(model_name, num_classes=data.num_classes, in_shape=data.in_shape,
-                        activation=args.activation, T=args.T, tau0=args.tau0, td0=td0,
-                        theta0=args.theta0, grad_mode=args.grad_mode, **model_kw)
-    spiking = args.activation == "ttfs"
-    cfg = TrainConfig(
-        epochs=20 if args.epochs is None else args.epochs, batch_size=args.batch_size, lr=args.lr,
-        lr_schedule=args.lr_schedule, lr_step=args.lr_step, lr_gamma=args.lr_gamma,
-        lambda_w=args.lambda_w,
-        lambda_tr=_pick(args.lambda_tr, preset["lambda_tr"]) if spiking else 0.0,
-        lambda_tb=_pick(args.lambda_tb, preset["lambda_tb"]) if spiking else 0.0,
-        tb_mode=args.tb_mode,
-        sr_target=_pick(args.sr_target, preset["sr_target"]) if spiking else 0,
-        reg_start=args.reg_start, seed=args.seed, bf16=not args.no_bf16,
-        precise_bn=args.precise_bn)
-    if ctx.is_main and args.overwrite:
-        for stale in ("checkpoint.pt", "checkpoint.prev.pt", "metrics.csv", "metrics.json"):
-            (out / stale).unlink(missing_ok=True)
+                        activation=model.activation, T=model.T, tau0=model.tau0,
+                        td0=model.initial_td(preset), theta0=model.theta0,
+                        grad_mode=model.grad_mode, **model_kw)
+    if ctx.is_main and settings["overwrite"]:
+        RunDirectory(out, tensorboard=False).clear()
     ctx.barrier()
-    meta = {"preset": args.preset, "model": model_name,
-            "dataset": {"name": args.dataset, "data_dir": _abs(args.data_dir),
-                        "options": options}}
+    meta = {"preset": preset.name, "model": model_name, "dataset": dataset}
     return network, data, cfg, meta
 
 
-def _resume_setup(args, out: Path):
-    if args.overwrite:
+#: What may change when a run is resumed (everything else is the run's own).
+RESUMABLE = {"out", "resume", "epochs", "device", "quiet", "no_progress"}
+
+
+def _resume_setup(settings: dict, out: Path):
+    given = args_given(settings)
+    if settings["overwrite"]:
         raise ConfigError("--resume and --overwrite contradict each other; pick one")
-    ckpt = RunDirectory(out, tensorboard=False).latest_readable(
-        warn=lambda m: print(m, file=sys.stderr))
-    if ckpt is None:
+    changed = sorted(given - RESUMABLE)
+    if changed:
+        raise ConfigError(f"--resume continues the run as it was configured; "
+                          f"{', '.join('--' + k.replace('_', '-') for k in changed)} cannot "
+                          "change (only --epochs): start a new run with another --out")
+    if not any((out / n).exists() for n in ("checkpoint.pt", "checkpoint.prev.pt")):
         raise ConfigError(f"nothing to resume in {out}: it holds no checkpoint; run without "
                           "--resume to start")
-    if "optimizer" not in ckpt or "epoch" not in ckpt:
-        raise CheckpointError(f"{out}/checkpoint.pt holds no training state to resume from")
-    network = TTFSNetwork(NetworkConfig.from_dict(ckpt["network"]))
-    training = dict(ckpt["training"])
-    if args.epochs is not None:
-        training["epochs"] = args.epochs
-    cfg = TrainConfig(**training)
-    dataset = ckpt.get("dataset", {})
-    data = load_dataset(dataset["name"], dataset.get("data_dir"), **dataset.get("options", {}))
-    meta = {k: ckpt[k] for k in ("preset", "model", "dataset") if k in ckpt}
-    if ckpt["epoch"] >= cfg.epochs:
+    path = find_checkpoint(out, warn=lambda m: print(m, file=sys.stderr))
+    ckpt = Checkpoint.read(path)
+    if ckpt.optimizer is None or ckpt.training is None:
+        raise CheckpointError(f"{path} holds no training state to resume from")
+    training = dict(ckpt.training)
+    if "epochs" in given:
+        training["epochs"] = settings["epochs"]
+    cfg = TrainConfig.from_dict(training)
+    if ckpt.dataset is None:
+        raise CheckpointError(f"{path} does not record its dataset; it cannot be resumed")
+    network = ckpt.build_network()
+    data = ckpt.dataset.load()
+    meta = {"preset": ckpt.preset, "model": ckpt.model, "dataset": ckpt.dataset}
+    if ckpt.epoch >= cfg.epochs:
         print(f"{out}: all {cfg.epochs} epochs are done; pass --epochs N to train further",
               file=sys.stderr)
+    else:
+        print(f"resuming {out} from {path.name}: epoch {ckpt.epoch} of {cfg.epochs} done, "
+              f"continuing with epoch {ckpt.epoch + 1}", file=sys.stderr)
     return network, data, cfg, meta, ckpt
+
+
+def args_given(settings: dict) -> set[str]:
+    """The settings the command line or the config file gave (not defaults or the preset)."""
+    return set(settings.get("_given", ()))
 
 
 def _is_nir_file(path: str) -> bool:
@@ -221,27 +238,23 @@ def _evaluate_nir(args: argparse.Namespace) -> int:
     tnir = load_adapter("nir")
     graph = tnir.read(args.checkpoint)
     net = tnir.from_nir(graph, args.backend)
-    stored = tnir.dataset_of(graph) or {}
-    name = args.dataset or stored.get("name")
-    if name is None:
-        raise ConfigError(f"{args.checkpoint} does not record its dataset; pass --dataset")
-    data_dir = args.data_dir if args.dataset or args.data_dir else stored.get("data_dir")
-    options = dict(stored.get("options", {})) if name == stored.get("name") else {}
-    options.update(augment=False, download=False)
-    data = load_dataset(name, data_dir, **options)
+    stored = tnir.dataset_of(graph)
+    ref = evaluation_data(DatasetRef.from_dict(stored) if stored else None, args.dataset,
+                          args.data_dir, what=args.checkpoint)
+    data = ref.load()
     expected = tnir.input_shape_of(graph)
     if tuple(data.in_shape) != expected:
-        raise ConfigError(f"dataset {name!r} has inputs {tuple(data.in_shape)}, the NIR "
+        raise ConfigError(f"dataset {ref.name!r} has inputs {tuple(data.in_shape)}, the NIR "
                           f"network expects {expected}")
     loader = batches(data.split(args.split), args.batch_size)
     result = evaluate_simulated(net, loader, args.backend, reference=args.energy_ref)
-    return _report(args, result, name)
+    return _report(args, result, ref.name)
 
 
 def _report(args: argparse.Namespace, result: dict, name: str) -> int:
     result.update(dataset=name, split=args.split, backend=args.backend)
     if args.json:
-        print(json.dumps(result))
+        print(json.dumps(finite_json(result), allow_nan=False))
     else:
         print(format_report(result, title=f"{args.checkpoint} on {name} ({args.split}), "
                                           f"backend {args.backend}"))
@@ -251,19 +264,12 @@ def _report(args: argparse.Namespace, result: dict, name: str) -> int:
 def _evaluate(args: argparse.Namespace) -> int:
     if _is_nir_file(args.checkpoint):
         return _evaluate_nir(args)
-    network, ckpt = load_checkpoint(args.checkpoint)
-    trained_on = ckpt.get("dataset", {})
-    name = args.dataset or trained_on.get("name")
-    if name is None:
-        raise ConfigError("the checkpoint does not record its dataset; pass --dataset")
-    data_dir = args.data_dir if args.dataset or args.data_dir else trained_on.get("data_dir")
-    # the training run's event/frame settings, never its augmentation or download
-    options = dict(trained_on.get("options", {})) if name == trained_on.get("name") else {}
-    options.update(augment=False, download=False)
-    data = load_dataset(name, data_dir, **options)
+    network, record = load_checkpoint(args.checkpoint)
+    ref = evaluation_data(record.dataset, args.dataset, args.data_dir)
+    data = ref.load()
     if tuple(data.in_shape) != tuple(network.config.in_shape):
-        raise ConfigError(f"dataset {name!r} has inputs {data.in_shape}, the checkpoint's model "
-                          f"expects {tuple(network.config.in_shape)}")
+        raise ConfigError(f"dataset {ref.name!r} has inputs {tuple(data.in_shape)}, the "
+                          f"checkpoint's model expects {tuple(network.config.in_shape)}")
     loader = batches(data.split(args.split), args.batch_size)
     if args.backend == "surrogate":
         result = evaluate(network, loader, reference=args.energy_ref)
@@ -272,7 +278,7 @@ def _evaluate(args: argparse.Namespace) -> int:
             raise ConfigError("a ReLU network has no spiking simulation; use --backend "
                               "surrogate")
         result = evaluate_backend(network, loader, args.backend, reference=args.energy_ref)
-    return _report(args, result, name)
+    return _report(args, result, ref.name)
 
 
 def _export(args: argparse.Namespace) -> int:
@@ -284,7 +290,7 @@ def _export(args: argparse.Namespace) -> int:
     if not network.is_spiking:
         raise ConfigError("a ReLU network cannot be exported to a spiking framework")
     if args.backend == "nir":
-        graph = adapter.to_nir(network, dataset=ckpt.get("dataset"))
+        graph = adapter.to_nir(network, dataset=ckpt.dataset.to_dict() if ckpt.dataset else None)
         adapter.write(graph, out)
         neurons = sum(1 for node in graph.nodes.values() if type(node).__name__ == "IF")
         print(f"wrote {out}: NIR graph of {len(graph.nodes)} nodes ({neurons} TTFS neuron "
@@ -304,6 +310,10 @@ def format_report(result: dict, title: str = "") -> str:
     lines = [title] if title else []
     lines.append(f"accuracy            {100 * result['accuracy']:.2f} %  "
                  f"({result['samples']} samples)")
+    if "agreement_with_surrogate" in result:
+        lines.append(f"agreement           {100 * result['agreement_with_surrogate']:.2f} % of "
+                     f"predictions, {100 * result['spike_time_agreement']:.4f} % of spike times "
+                     f"equal the surrogate's")
     if "per_layer" not in result:
         return "\n".join(lines)
     lines += [
@@ -323,10 +333,6 @@ def format_report(result: dict, title: str = "") -> str:
     return "\n".join(lines)
 
 
-def _pick(flag, preset_value):
-    return preset_value if flag is None else flag
-
-
 def _abs(path: str | None) -> str | None:
     return None if path is None else os.path.abspath(path)
 
@@ -344,16 +350,34 @@ def _device(name: str) -> torch.device:
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
-    """Parse, letting ``--config FILE`` provide defaults that explicit flags override."""
+    """Parse; for ``train``, merge the levels into ``args.settings`` (see
+    :func:`ttfs_plugin.training.config.resolve`)."""
     parser = build_parser()
+    train = _subparser(parser, "train")
+    defaults = _suppress_defaults(train)
     args = parser.parse_args(argv)
-    if getattr(args, "config", None):
-        values = read_config(args.config, _train_dests(parser))
-        train_parser = _subparser(parser, "train")
-        train_parser.set_defaults(**values)
-        args = parser.parse_args(argv)
-        args.config_values = values
+    if args.command == "train":
+        given = {k: v for k, v in vars(args).items() if k != "command"}
+        config = read_config(given["config"], train) if given.get("config") else {}
+        preset = get_preset(given.get("preset", config.get("preset", DEFAULT_PRESET)))
+        settings = resolve(given, config, preset, defaults)
+        settings["_given"] = tuple(set(given) | set(config))
+        args.settings = settings
     return args
+
+
+def _suppress_defaults(parser: argparse.ArgumentParser) -> dict:
+    """Every flag's default (the settings' from their dataclass fields); the parser then keeps
+    only what the command line gives."""
+    defaults = defaults_of(TrainConfig, ModelSettings)
+    for action in parser._actions:
+        if action.dest == "help":
+            continue
+        if action.default is not argparse.SUPPRESS:
+            defaults[action.dest] = action.default
+            action.default = argparse.SUPPRESS
+    defaults["config"] = None
+    return defaults
 
 
 def _subparser(parser: argparse.ArgumentParser, name: str) -> argparse.ArgumentParser:
@@ -363,28 +387,49 @@ def _subparser(parser: argparse.ArgumentParser, name: str) -> argparse.ArgumentP
     raise KeyError(name)
 
 
-def _train_dests(parser: argparse.ArgumentParser) -> set[str]:
-    return {a.dest for a in _subparser(parser, "train")._actions} - {"help", "config"}
+def train_setting_names() -> set[str]:
+    """Every key a ``ttfs train`` config file may hold (the flags' names, ``_`` for ``-``)."""
+    train = _subparser(build_parser(), "train")
+    return {a.dest for a in train._actions} - {"help", "config", "out", "resume", "overwrite"}
 
 
-def read_config(path: str, known: set[str]) -> dict:
-    """Flag values from a TOML file (keys are flag names, with ``-`` or ``_``)."""
+def _value_kind(action: argparse.Action) -> tuple[type, bool]:
+    fields = fields_of(TrainConfig, ModelSettings)
+    if action.dest in fields:
+        return setting_kind(fields[action.dest][0])
+    if isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction)):
+        return bool, False
+    kind = action.type if action.type in (int, float) else str
+    return kind, True
+
+
+def read_config(path: str, parser: argparse.ArgumentParser | None = None) -> dict:
+    """Typed settings from a TOML file (keys are flag names, with ``-`` or ``_``), or from a
+    bundled config by name. A bool is not a number, a string is not a bool, 2.7 is not an int:
+    each is one clear error."""
     try:
         import tomllib
     except ImportError:  # Python 3.10
         import tomli as tomllib
-    file = Path(path)
-    if not file.is_file():
-        raise ConfigError(f"config file {file} does not exist")
+    parser = parser or _subparser(build_parser(), "train")
+    file = resolve_config(path)
     try:
         raw = tomllib.loads(file.read_text())
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{file} is not valid TOML ({exc})") from None
-    values = {key.replace("-", "_"): value for key, value in raw.items()}
-    unknown = sorted(set(values) - known)
-    if unknown:
-        raise ConfigError(f"{file}: unknown key(s) {', '.join(unknown)}; valid keys are the "
-                          f"flags of 'ttfs train', e.g. {', '.join(sorted(known)[:6])} …")
+    actions = {a.dest: a for a in parser._actions}
+    known = train_setting_names()
+    values = {}
+    for key, value in raw.items():
+        name = key.replace("-", "_")
+        if name not in known:
+            raise ConfigError(f"{file}: unknown key {key!r}; valid keys are the flags of "
+                              f"'ttfs train': {', '.join(sorted(known))}")
+        kind, optional = _value_kind(actions[name])
+        try:
+            values[name] = check_value(name, value, kind, optional, actions[name].choices)
+        except ConfigError as exc:
+            raise ConfigError(f"{file}: {exc}") from None
     return values
 
 
@@ -400,6 +445,10 @@ def main(argv: list[str] | None = None) -> int:
         return command(args)
     except TTFSError as exc:
         print(f"ttfs {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # a full disk, a read-only folder, …: one line, nothing half-written
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"ttfs {args.command}: error: {where}{exc.strerror or exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"ttfs {args.command}: interrupted", file=sys.stderr)

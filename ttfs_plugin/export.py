@@ -32,6 +32,7 @@ from torch import Tensor, nn
 
 from .errors import CheckpointError, ConfigError, TTFSError
 from .layers import InputEncoder, TemporalKernel, TTFSActivation
+from .roles import exportable_modules
 from .timestep import INPUT_MODES, check_input_mode
 
 OUTPUT_MODES = ("membrane", "spikes")
@@ -385,7 +386,7 @@ def convert(model: nn.Module, backend: Backend, output: str = "membrane",
 
 def stages_of(net: nn.Module) -> list[Stage]:
     """The stages a built network describes (every module of the plugin, in order)."""
-    stages = [m.to_stage() for m in net.modules() if callable(getattr(m, "to_stage", None))]
+    stages = [m.to_stage() for m in exportable_modules(net)]
     if not stages:
         raise ExportError("the network holds none of the plugin's time-stepped modules")
     return stages

@@ -19,6 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from .errors import ConfigError, unknown_name
+from .roles import Counting, eval_mode
 
 
 @dataclass(frozen=True)
@@ -107,7 +108,7 @@ class SpikeCounter:
 
     def __enter__(self) -> "SpikeCounter":
         for name, module in self.network.named_modules():
-            if hasattr(module, "count_spikes"):
+            if isinstance(module, Counting):
                 self._handles.append(module.register_forward_hook(self._hook(name)))
         return self
 
@@ -143,15 +144,12 @@ class SpikeCounter:
 def evaluate(network: nn.Module, loader, device: str | torch.device = "cpu",
              reference: str | EnergyReference = "cifar10") -> dict:
     """Accuracy and, for a spiking network, the efficiency figures, over ``loader``."""
-    was_training = network.training
-    network.eval()
     correct = total = 0
-    with SpikeCounter(network) as counter:
+    with eval_mode(network), SpikeCounter(network) as counter:
         for x, y in loader:
             x, y = x.to(device), y.to(device)
             correct += (network(x).argmax(1) == y).sum().item()
             total += y.numel()
-    network.train(was_training)
     if total == 0:
         raise ConfigError("the evaluation split holds no samples")
     result: dict = {"accuracy": correct / total, "samples": total}

@@ -37,8 +37,10 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
                       ) from exc
 
 from . import __version__, export
+from .checkpoint import new_file_mode
 from .errors import CheckpointError, ConfigError
 from .layers import TemporalKernel
+from .roles import exportable_modules
 from .timestep import check_input_mode
 
 CONVENTION = "ttfs-plugin/nir"
@@ -81,7 +83,7 @@ def _stages_and_shape(source: nn.Module, input_shape, output: str | None,
     if not isinstance(source, nn.Module):
         raise ConfigError(f"to_nir takes a TTFS model or an exported network, got "
                           f"{type(source).__name__}")
-    if any(callable(getattr(m, "to_stage", None)) for m in source.modules()):
+    if exportable_modules(source):
         stages = export.stages_of(source)
         neurons = [st for st in stages if isinstance(st, export.NeuronStage)]
         has = ("spikes" if neurons and neurons[-1].output else "membrane",
@@ -256,7 +258,7 @@ def write(source: nn.Module | nir.NIRGraph, path: str | Path, **to_nir_options) 
     os.close(fd)
     try:
         nir.write(tmp, graph)
-        os.chmod(tmp, 0o666 & ~_umask())
+        os.chmod(tmp, new_file_mode())
         os.replace(tmp, path)
     except OSError as exc:
         raise ConfigError(f"cannot write {path}: {exc.strerror or exc}") from None
@@ -264,12 +266,6 @@ def write(source: nn.Module | nir.NIRGraph, path: str | Path, **to_nir_options) 
         if os.path.exists(tmp):
             os.unlink(tmp)
     return path
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 # --- reading ------------------------------------------------------------------------------------

@@ -35,6 +35,7 @@ from torch import Tensor, nn
 from .errors import ConfigError
 from .kernel import check_window, encode, kernel_table, spike_regions, threshold_table
 from .layers import TemporalKernel
+from .roles import SpikingLayer
 
 __all__ = ["spike_raster", "raster_events", "kernel_curves", "kernel_snapshot",
            "kernel_parameters", "collect_preactivations", "preactivation_stats",
@@ -387,7 +388,7 @@ def kernel_parameters(history_of_kernels, epochs: Sequence | None = None, *, axe
 # --------------------------------------------------------------------------- 3. pre-activations
 
 def _is_neuron(module: nn.Module) -> bool:
-    return hasattr(module, "spike_times") and hasattr(module, "kernel")
+    return isinstance(module, SpikingLayer)
 
 
 @torch.no_grad()
@@ -527,7 +528,7 @@ def load_history(source: str | Path) -> list[dict]:
         return history
     from .checkpoint import read_checkpoint
 
-    return list(read_checkpoint(path).get("history", []))
+    return list(read_checkpoint(path).history)
 
 
 def _series(history: list[dict], key: str, scale: float = 1.0):

@@ -72,21 +72,13 @@ def _locate(target: Path) -> tuple[Path | None, Path | None, Path]:
     return checkpoint, metrics, folder
 
 
-def _samples(network, ckpt: dict, args) -> tuple[torch.Tensor, torch.Tensor, str]:
-    from .data import load_dataset
+def _samples(network, ckpt, args) -> tuple[torch.Tensor, torch.Tensor, str]:
+    from .records import evaluation_data
     from .training import batches
 
-    trained_on = ckpt.get("dataset") or {}
-    name = args.dataset or trained_on.get("name")
-    if name is None:
-        raise ConfigError("the checkpoint does not record its dataset; pass --dataset")
-    if args.dataset or args.data_dir:
-        data_dir, options = args.data_dir, {}
-    else:
-        data_dir, options = trained_on.get("data_dir"), dict(trained_on.get("options") or {})
-    options.pop("download", None)  # plotting never fetches data
-    options.pop("augment", None)   # nor augments it
-    data = load_dataset(name, data_dir, **options)
+    ref = evaluation_data(ckpt.dataset, args.dataset, args.data_dir)
+    name = ref.name
+    data = ref.load()  # plotting never fetches nor augments data
     if tuple(data.in_shape) != tuple(network.config.in_shape):
         raise ConfigError(f"dataset {name!r} has inputs {tuple(data.in_shape)}, the "
                           f"checkpoint's model expects {tuple(network.config.in_shape)}")
@@ -137,14 +129,14 @@ def run_plot(args: argparse.Namespace) -> int:
     checkpoint, metrics, folder = _locate(target)
     out = Path(args.out) if args.out else folder / "plots"
 
-    network, ckpt = None, {}
+    network, ckpt = None, None
     if checkpoint is not None:
         from .checkpoint import load_checkpoint
 
         network, ckpt = load_checkpoint(checkpoint)
     history = plot.load_history(metrics) if metrics is not None else []
-    if not history:
-        history = list(ckpt.get("history") or [])
+    if not history and ckpt is not None:
+        history = list(ckpt.history)
     spiking = network is not None and network.is_spiking
     if not history and not spiking:
         if network is None:
@@ -165,8 +157,8 @@ def run_plot(args: argparse.Namespace) -> int:
 
     if history:
         title = network.config.name if network is not None else ""
-        if (ckpt.get("dataset") or {}).get("name"):
-            title += f" on {ckpt['dataset']['name']}"
+        if ckpt is not None and ckpt.dataset is not None:
+            title += f" on {ckpt.dataset.name}"
         save(plot.training_curves(history, title=title), "training_curves")
     else:
         print(f"ttfs plot: {target} records no training history; no training curves",

@@ -15,6 +15,7 @@ from torch import Tensor, nn
 
 from .errors import InputShapeError
 from .metrics import EnergyReference, efficiency_figures
+from .roles import eval_mode, spiking_layers
 
 
 @dataclass
@@ -151,17 +152,14 @@ def surrogate_spike_times(network: nn.Module, x: Tensor) -> tuple[Tensor, dict[s
     """Eval-mode logits of the surrogate and the spike time ``t(z)`` of each spiking layer."""
     times: dict[str, Tensor] = {}
     handles = []
-    for name, module in network.named_modules():
-        if hasattr(module, "spike_times") and hasattr(module, "kernel"):
-            def hook(mod, inputs, output, name=name):
-                times[name] = mod.spike_times(inputs[0])
-            handles.append(module.register_forward_hook(hook))
-    was_training = network.training
-    network.eval()
+    for name, module in spiking_layers(network):
+        def hook(mod, inputs, output, name=name):
+            times[name] = mod.spike_times(inputs[0])
+        handles.append(module.register_forward_hook(hook))
     try:
-        logits = network(x)
+        with eval_mode(network):
+            logits = network(x)
     finally:
-        network.train(was_training)
         for handle in handles:
             handle.remove()
     return logits, times

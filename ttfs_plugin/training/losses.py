@@ -20,13 +20,14 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..functional import check_spike_proxy_mode
+from ..roles import Firing, KernelRegularised, SpikeProxy
 
 WEIGHT_OPS = (nn.Conv1d, nn.Conv2d, nn.Linear)
 
 
 def kernel_regularisation_loss(network: nn.Module) -> Tensor:
     """``L_TR`` of every temporal kernel in ``network`` (0 if it has none)."""
-    terms = [m.regularisation() for m in network.modules() if hasattr(m, "regularisation")]
+    terms = [m.regularisation() for m in network.modules() if isinstance(m, KernelRegularised)]
     return torch.stack(terms).sum() if terms else torch.zeros(())
 
 
@@ -38,15 +39,15 @@ def spike_proxy_loss(network: nn.Module, mode: str = "exact") -> Tensor:
     owned: set[int] = set()  # norms a neuron applies itself (time-stepped adapters)
     for module in network.modules():
         norm = getattr(module, "norm", None)
-        if hasattr(module, "firing_floor") and hasattr(norm, "expected_spikes"):
+        if isinstance(module, Firing) and isinstance(norm, SpikeProxy):
             terms.append(norm.expected_spikes(module.firing_floor(), mode))
             owned.add(id(norm))
             pending = None
         elif id(module) in owned:
             continue
-        elif hasattr(module, "expected_spikes"):
+        elif isinstance(module, SpikeProxy):
             pending = module
-        elif pending is not None and hasattr(module, "firing_floor"):
+        elif pending is not None and isinstance(module, Firing):
             terms.append(pending.expected_spikes(module.firing_floor(), mode))
             pending = None
         elif isinstance(module, WEIGHT_OPS):

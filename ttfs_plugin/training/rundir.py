@@ -1,8 +1,13 @@
-"""A run folder: checkpoints that survive a crash, and logs as CSV, JSON and TensorBoard.
+"""A run folder — the one owner of its layout: checkpoints that survive a crash or a full disk,
+and logs as CSV, JSON and TensorBoard.
 
-* ``checkpoint.pt`` — the latest epoch (written to a temp file, then renamed), and
-  ``checkpoint.prev.pt`` — the one before, kept so a damaged latest file never loses the run;
-* ``metrics.csv`` (one row per epoch), ``metrics.json`` (config, history, final figures);
+* ``checkpoint.pt`` — the latest epoch, and ``checkpoint.prev.pt`` — the one before. A new
+  checkpoint is written to a temp file first; only once it is complete does the latest move to
+  ``.prev`` (and only if it reads back: a damaged latest file is dropped, never rotated over the
+  good previous one) and the new one take its place. A failed save leaves both as they were.
+* ``metrics.csv`` (one row per epoch), ``metrics.json`` (config, history, final figures; strict
+  JSON: a non-finite number is written as ``null``), tagged with ``format`` so that an unrelated
+  ``metrics.json`` is never overwritten;
 * ``tensorboard/`` when TensorBoard is installed.
 """
 
@@ -10,18 +15,53 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
+import tempfile
 from pathlib import Path
 
-from ..checkpoint import read_checkpoint
-from ..errors import CheckpointError
+from ..checkpoint import LATEST, PREVIOUS, atomic_torch_save, find_checkpoint, new_file_mode
+from ..errors import CheckpointError, ConfigError
+from ..records import Checkpoint
 
-LATEST, PREVIOUS = "checkpoint.pt", "checkpoint.prev.pt"
+METRICS_FORMAT = "ttfs-plugin/run-metrics"
+RUN_FILES = (LATEST, PREVIOUS, "metrics.csv", "metrics.json")
+
+
+def finite_json(value):
+    """``value`` with non-finite floats as ``None`` (strict JSON has no NaN or Infinity)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: finite_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite_json(v) for v in value]
+    return value
+
+
+def check_out_folder(path: Path) -> None:
+    """A usable run folder (or one that can be made), or one clear error before any training."""
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"--out {path} is a file, not a folder; choose a folder for the run")
+    existing = next((p for p in (path, *path.parents) if p.exists()), None)
+    if existing is not None and not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(f"cannot write into {existing} (permission denied); choose another "
+                          "--out")
+    metrics = path / "metrics.json"
+    if metrics.is_file() and not (path / LATEST).exists() and not (path / PREVIOUS).exists():
+        try:
+            ours = json.loads(metrics.read_text()).get("format") == METRICS_FORMAT
+        except (ValueError, AttributeError, OSError):
+            ours = False
+        if not ours:
+            raise ConfigError(f"{path} holds a metrics.json that ttfs-plugin did not write; "
+                              "choose another --out (it is left untouched)")
 
 
 class RunDirectory:
     def __init__(self, path: str | Path, tensorboard: bool = True) -> None:
         self.path = Path(path)
+        check_out_folder(self.path)
         self.path.mkdir(parents=True, exist_ok=True)
         self._writer = None
         if tensorboard:
@@ -36,29 +76,48 @@ class RunDirectory:
     def checkpoint(self) -> Path:
         return self.path / LATEST
 
-    def rotate(self) -> None:
-        """Keep the current latest checkpoint as the previous one before a new one is written."""
-        if self.checkpoint.exists():
-            os.replace(self.checkpoint, self.path / PREVIOUS)
+    @property
+    def previous(self) -> Path:
+        return self.path / PREVIOUS
 
-    def latest_readable(self, warn=print) -> dict | None:
-        """The newest checkpoint that reads back, falling back to the previous one."""
-        candidates = [self.checkpoint, self.path / PREVIOUS]
-        errors = []
-        for path in candidates:
-            if not path.exists():
-                continue
-            try:
-                data = read_checkpoint(path)
-            except CheckpointError as exc:
-                errors.append(str(exc))
-                continue
-            if errors:
-                warn(f"warning: {errors[0]}; resuming from {path.name} instead")
-            return data
-        if errors:
-            raise CheckpointError("; ".join(errors) + "; no usable checkpoint to resume from")
-        return None
+    def clear(self) -> None:
+        """Remove the files of an earlier run (``--overwrite``)."""
+        for name in RUN_FILES:
+            (self.path / name).unlink(missing_ok=True)
+
+    def save_checkpoint(self, record: Checkpoint) -> None:
+        """Write ``record`` as the latest checkpoint, keeping the current one as previous."""
+        fd, tmp = tempfile.mkstemp(prefix=".checkpoint.", suffix=".new", dir=self.path)
+        os.close(fd)
+        try:
+            atomic_torch_save(record.to_dict(), tmp)  # complete, or an error and no change
+            if self.checkpoint.exists():
+                if self._readable(self.checkpoint):
+                    os.replace(self.checkpoint, self.previous)
+                else:  # a damaged latest file must not push the good previous one out
+                    self.checkpoint.unlink()
+            os.replace(tmp, self.checkpoint)
+        finally:
+            Path(tmp).unlink(missing_ok=True)
+
+    @staticmethod
+    def _readable(path: Path) -> bool:
+        try:
+            Checkpoint.read(path)
+        except CheckpointError:
+            return False
+        return True
+
+    def latest_readable(self, warn=print) -> Checkpoint | None:
+        """The newest checkpoint that reads back, falling back to the previous one (``None``
+        when the folder holds neither)."""
+        if not self.checkpoint.exists() and not self.previous.exists():
+            return None
+        try:
+            path = find_checkpoint(self.path, warn=warn)
+        except CheckpointError as exc:
+            raise CheckpointError(f"{exc}; no usable checkpoint to resume from") from None
+        return Checkpoint.read(path)
 
     def log_epoch(self, record: dict) -> None:
         """Append one row to ``metrics.csv`` (and TensorBoard scalars)."""
@@ -90,9 +149,17 @@ class RunDirectory:
             self.log_epoch(record)
 
     def write_json(self, data: dict) -> None:
-        tmp = self.path / ".metrics.json.tmp"
-        tmp.write_text(json.dumps(data, indent=2))
-        os.replace(tmp, self.path / "metrics.json")
+        """``metrics.json`` (strict JSON, tagged as this library's), written atomically."""
+        text = json.dumps({"format": METRICS_FORMAT, **finite_json(data)}, indent=2,
+                          allow_nan=False)
+        fd, tmp = tempfile.mkstemp(prefix=".metrics.", suffix=".tmp", dir=self.path)
+        try:
+            with os.fdopen(fd, "w") as fh:
+                fh.write(text)
+            os.chmod(tmp, new_file_mode())
+            os.replace(tmp, self.path / "metrics.json")
+        finally:
+            Path(tmp).unlink(missing_ok=True)
 
     def close(self) -> None:
         if self._writer is not None:

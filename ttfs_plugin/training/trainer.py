@@ -10,7 +10,9 @@ exactly as the uninterrupted run would have.
 from __future__ import annotations
 
 import contextlib
+import math
 import random
+import sys
 import time
 from typing import Callable
 
@@ -29,11 +31,12 @@ from torch.utils.data import (
 )
 from tqdm import tqdm
 
-from ..checkpoint import save_checkpoint
-from ..errors import CheckpointError
+from ..errors import CheckpointError, TTFSError
 from ..functional import relaxation_probability
 from ..layers import set_relaxation
 from ..metrics import SpikeCounter, evaluate
+from ..records import Checkpoint
+from ..roles import spiking_layers
 from .config import TrainConfig
 from .distributed import DistContext, convert_sync_batchnorm
 from .losses import total_loss
@@ -69,135 +72,213 @@ def make_scheduler(optimizer, cfg: TrainConfig):
     return None
 
 
-def fit(network: nn.Module, train_set: Dataset, val_set: Dataset | None, cfg: TrainConfig,
-        device: str | torch.device = "cpu", progress: bool = True,
-        on_epoch: Callable[[dict], None] | None = None, run: RunDirectory | None = None,
-        resume_from: dict | None = None, metadata: dict | None = None,
-        dist_ctx: DistContext | None = None) -> list[dict]:
-    """Train ``network`` for ``cfg.epochs``; return one record per epoch.
+class TrainingDiverged(TTFSError):
+    """The loss became NaN or infinite; the last good checkpoints are kept."""
 
-    Each epoch sets the SR probability ``p_relax(e)``, switches TR/TB on from
-    ``cfg.reg_start_epoch``, evaluates the TTFS network on ``val_set`` (eval mode) and, given a
-    ``run`` folder, writes a checkpoint (weights, optimizer, scheduler, history) and a log row.
-    ``resume_from`` (a checkpoint dict) continues where it stopped.
+
+class Trainer:
+    """One training run, in the steps :func:`fit` takes: :meth:`prepare` (device, DDP,
+    optimizer, scheduler), :meth:`restore` (a checkpoint to continue from), then per epoch
+    :meth:`train_one_epoch` and :meth:`validate`, a checkpoint and a log row, and
+    :meth:`finish` (precise batch-norm statistics).
+
+    ``progress`` shows tqdm bars (only on a terminal: a log file gets no ``\\r`` updates);
+    ``log_epochs`` prints one line per epoch.
     """
-    ctx = dist_ctx or DistContext()
-    device = torch.device(device)
-    seed_everything(cfg.seed)
-    if resume_from is not None:
+
+    def __init__(self, network: nn.Module, train_set: Dataset, val_set: Dataset | None,
+                 cfg: TrainConfig, device: str | torch.device = "cpu", *,
+                 run: RunDirectory | None = None, metadata: dict | None = None,
+                 dist_ctx: DistContext | None = None, progress: bool = True,
+                 log_epochs: bool | None = None,
+                 on_epoch: Callable[[dict], None] | None = None) -> None:
+        self.network, self.train_set, self.val_set, self.cfg = network, train_set, val_set, cfg
+        self.device = torch.device(device)
+        self.run_dir, self.metadata, self.on_epoch = run, dict(metadata or {}), on_epoch
+        self.ctx = dist_ctx or DistContext()
+        self.progress = progress
+        self.log_epochs = progress if log_epochs is None else log_epochs
+        self.history: list[dict] = []
+        self.start_epoch = 0
+        self.prepared = False
+
+    def prepare(self) -> None:
+        seed_everything(self.cfg.seed)
+        self.network.to(self.device)
+        if self.ctx.enabled and self.device.type == "cuda":
+            self.network = convert_sync_batchnorm(self.network)
+        self.model = self.network
+        if self.ctx.enabled:
+            self.model = nn.parallel.DistributedDataParallel(
+                self.network,
+                device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                find_unused_parameters=True)  # a relaxed layer leaves tau/td unused
+        self.optimizer = torch.optim.Adam(self.network.parameters(), lr=self.cfg.lr)
+        self.scheduler = make_scheduler(self.optimizer, self.cfg)
+        self.val_loader = (batches(self.val_set, 512)
+                           if self.val_set is not None and self.ctx.is_main else None)
+        self.autocast = (torch.autocast("cuda", dtype=torch.bfloat16)
+                         if self.cfg.bf16 and self.device.type == "cuda"
+                         else contextlib.nullcontext())
+        self.prepared = True
+
+    def restore(self, checkpoint: Checkpoint) -> None:
+        """Continue from ``checkpoint`` (weights, optimizer, scheduler, history, epoch)."""
+        if not self.prepared:
+            self.prepare()
         try:
-            network.load_state_dict(resume_from["state_dict"])
-        except (KeyError, RuntimeError) as exc:
-            raise CheckpointError(f"cannot resume: the checkpoint does not fit this network "
+            self.network.load_state_dict(checkpoint.state_dict)
+            if checkpoint.optimizer is None:
+                raise KeyError("optimizer")
+            self.optimizer.load_state_dict(checkpoint.optimizer)
+            if self.scheduler is not None and checkpoint.scheduler:
+                self.scheduler.load_state_dict(checkpoint.scheduler)
+        except (KeyError, ValueError, RuntimeError) as exc:
+            raise CheckpointError(f"cannot resume: the checkpoint does not fit this run "
                                   f"({str(exc).splitlines()[0]})") from None
-    network.to(device)
-    if ctx.enabled and device.type == "cuda":
-        network = convert_sync_batchnorm(network)
-    model = network
-    if ctx.enabled:
-        model = nn.parallel.DistributedDataParallel(
-            network, device_ids=[device.index] if device.type == "cuda" else None,
-            find_unused_parameters=True)  # a relaxed layer leaves tau/td unused
-    optimizer = torch.optim.Adam(network.parameters(), lr=cfg.lr)
-    scheduler = make_scheduler(optimizer, cfg)
-    history: list[dict] = []
-    start_epoch = 0
-    if resume_from is not None:
-        optimizer.load_state_dict(resume_from["optimizer"])
-        if scheduler is not None and resume_from.get("scheduler"):
-            scheduler.load_state_dict(resume_from["scheduler"])
-        history = list(resume_from.get("history", []))
-        start_epoch = int(resume_from["epoch"])
-    val_loader = batches(val_set, 512) if val_set is not None and ctx.is_main else None
-    autocast = (torch.autocast("cuda", dtype=torch.bfloat16)
-                if cfg.bf16 and device.type == "cuda" else contextlib.nullcontext())
+        self.history = list(checkpoint.history)
+        self.start_epoch = int(checkpoint.epoch)
 
-    def save(epoch: int) -> None:
-        run.rotate()
-        save_checkpoint(run.checkpoint, network, epoch=epoch, history=history,
-                        optimizer=optimizer.state_dict(),
-                        scheduler=scheduler.state_dict() if scheduler else None,
-                        training=cfg.to_dict(), **(metadata or {}))
-
-    for epoch in range(start_epoch, cfg.epochs):
+    def train_one_epoch(self, epoch: int) -> dict:
+        """One pass over the training set; the epoch's record (``lr`` is the rate it used)."""
+        cfg, network, ctx = self.cfg, self.network, self.ctx
         epoch_seed = cfg.seed * 100_003 + epoch
         torch.manual_seed(epoch_seed)
         sampler = None
         if ctx.enabled:
-            sampler = DistributedSampler(train_set, ctx.world_size, ctx.rank, shuffle=True,
+            sampler = DistributedSampler(self.train_set, ctx.world_size, ctx.rank, shuffle=True,
                                          seed=cfg.seed)
             sampler.set_epoch(epoch)
-        train_loader = batches(train_set, max(1, cfg.batch_size // ctx.world_size), shuffle=True,
-                               generator=torch.Generator().manual_seed(epoch_seed),
-                               sampler=sampler)
+        loader = batches(self.train_set, max(1, cfg.batch_size // ctx.world_size), shuffle=True,
+                         generator=torch.Generator().manual_seed(epoch_seed), sampler=sampler)
         p_relax = relaxation_probability(epoch, cfg.sr_target_epoch)
         set_relaxation(network, p_relax, torch.Generator().manual_seed(epoch_seed + 1))
         regularise = epoch >= cfg.reg_start_epoch
-        model.train()
+        lr = self.optimizer.param_groups[0]["lr"]
+        self.model.train()
         start = time.perf_counter()
         loss_sum = correct = seen = 0.0
-        bar = tqdm(train_loader, desc=f"epoch {epoch + 1}/{cfg.epochs}",
-                   disable=not (progress and ctx.is_main), leave=False)
+        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False,
+                   disable=not (self.progress and ctx.is_main and _on_terminal()))
         with SpikeCounter(network) as counter:
-            for x, y in bar:
-                x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-                with autocast:
-                    logits = model(x)
+            for batch, (x, y) in enumerate(bar):
+                x = x.to(self.device, non_blocking=True)
+                y = y.to(self.device, non_blocking=True)
+                with self.autocast:
+                    logits = self.model(x)
                 loss, _ = total_loss(
                     logits.float(), y, network, lambda_w=cfg.lambda_w,
                     lambda_tr=cfg.lambda_tr if regularise else 0.0,
                     lambda_tb=cfg.lambda_tb if regularise else 0.0, tb_mode=cfg.tb_mode)
-                optimizer.zero_grad(set_to_none=True)
+                value = loss.item()
+                if not math.isfinite(value):
+                    raise TrainingDiverged(
+                        f"the loss became {value} at epoch {epoch + 1}, batch {batch + 1}; "
+                        "nothing of this epoch was saved (the last good checkpoints are kept)"
+                        ": lower --lr or the lambda weights, or check the data")
+                self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
-                optimizer.step()
-                loss_sum += loss.item() * y.numel()
+                self.optimizer.step()
+                loss_sum += value * y.numel()
                 correct += (logits.argmax(1) == y).sum().item()
                 seen += y.numel()
                 bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.4f}",
                                 spikes=f"{counter.spikes_per_sample():.0f}")
-        if scheduler is not None:
-            scheduler.step()
-        record = {"epoch": epoch + 1, "p_relax": p_relax, "regularised": regularise,
-                  "lr": optimizer.param_groups[0]["lr"],
-                  "train_loss": loss_sum / seen, "train_accuracy": correct / seen,
-                  "train_spikes_per_sample": counter.spikes_per_sample(),
-                  "epoch_seconds": time.perf_counter() - start}
-        if val_loader is not None:
-            val = evaluate(network, val_loader, device)
+        if self.scheduler is not None:
+            self.scheduler.step()
+        return {"epoch": epoch + 1, "p_relax": p_relax, "regularised": regularise, "lr": lr,
+                "train_loss": loss_sum / seen, "train_accuracy": correct / seen,
+                "train_spikes_per_sample": counter.spikes_per_sample(),
+                "epoch_seconds": time.perf_counter() - start}
+
+    def validate(self, record: dict) -> dict:
+        """``record`` plus the validation figures (eval mode) and the kernels' ``tau``, ``td``."""
+        if self.val_loader is not None:
+            val = evaluate(self.network, self.val_loader, self.device)
             record["val_accuracy"] = val["accuracy"]
             if "spikes_per_sample" in val:
                 record["val_spikes_per_sample"] = val["spikes_per_sample"]
                 record["val_sparsity"] = val["sparsity"]
-        record["kernels"] = {name: [k.effective_tau().item(), k.td.item()]
-                             for name, k in _kernels(network)}
-        history.append(record)
-        if ctx.is_main:
-            if run is not None:
-                save(epoch + 1)
-                run.log_epoch(record)
-            if progress:
-                tqdm.write(_summary(record))
-            if on_epoch is not None:
-                on_epoch(record)
-        ctx.barrier()
-    set_relaxation(network, 0.0)
-    if cfg.precise_bn and history:
-        with autocast:
-            precise_batchnorm(network, batches(train_set, cfg.batch_size), device)
-        record = {"batches": -(-len(train_set) // cfg.batch_size)}
-        if val_loader is not None:
-            val = evaluate(network, val_loader, device)
+        record["kernels"] = {name: [k.kernel.effective_tau().item(), k.kernel.td.item()]
+                             for name, k in spiking_layers(self.network)}
+        return record
+
+    def save(self, epoch: int) -> None:
+        if self.run_dir is None:
+            return
+        fields = {k: v for k, v in self.metadata.items() if k in ("dataset", "model", "preset")}
+        self.run_dir.save_checkpoint(Checkpoint.of(
+            self.network, epoch=epoch, history=self.history,
+            optimizer=self.optimizer.state_dict(),
+            scheduler=self.scheduler.state_dict() if self.scheduler else None,
+            training=self.cfg.to_dict(), **fields))
+
+    def finish(self) -> None:
+        """After the last epoch: relaxation off; precise batch-norm statistics if asked."""
+        set_relaxation(self.network, 0.0)
+        if not (self.cfg.precise_bn and self.history):
+            return
+        with self.autocast:
+            precise_batchnorm(self.network, batches(self.train_set, self.cfg.batch_size),
+                              self.device)
+        record = {"batches": -(-len(self.train_set) // self.cfg.batch_size)}
+        if self.val_loader is not None:
+            val = evaluate(self.network, self.val_loader, self.device)
             record.update({f"val_{key}": val[key] for key in
                            ("accuracy", "spikes_per_sample", "sparsity") if key in val})
-        history[-1]["precise_bn"] = record
-        if ctx.is_main:
-            if run is not None:
-                save(history[-1]["epoch"])
-            if progress:
+        self.history[-1]["precise_bn"] = record
+        if self.ctx.is_main:
+            self.save(self.history[-1]["epoch"])
+            if self.log_epochs:
                 tqdm.write("precise batch-norm statistics: " + ", ".join(
                     f"{k} {v:.4g}" for k, v in record.items()))
-        ctx.barrier()
-    return history
+        self.ctx.barrier()
+
+    def fit(self) -> list[dict]:
+        """Every remaining epoch, then :meth:`finish`; returns the history."""
+        if not self.prepared:
+            self.prepare()
+        for epoch in range(self.start_epoch, self.cfg.epochs):
+            record = self.validate(self.train_one_epoch(epoch))
+            self.history.append(record)
+            if self.ctx.is_main:
+                self.save(epoch + 1)
+                if self.run_dir is not None:
+                    self.run_dir.log_epoch(record)
+                if self.log_epochs:
+                    tqdm.write(_summary(record))
+                if self.on_epoch is not None:
+                    self.on_epoch(record)
+            self.ctx.barrier()
+        self.finish()
+        return self.history
+
+
+def fit(network: nn.Module, train_set: Dataset, val_set: Dataset | None, cfg: TrainConfig,
+        device: str | torch.device = "cpu", progress: bool = True,
+        on_epoch: Callable[[dict], None] | None = None, run: RunDirectory | None = None,
+        resume_from: Checkpoint | None = None, metadata: dict | None = None,
+        dist_ctx: DistContext | None = None, log_epochs: bool | None = None) -> list[dict]:
+    """Train ``network`` for ``cfg.epochs``; return one record per epoch (see :class:`Trainer`).
+
+    Each epoch sets the SR probability ``p_relax(e)``, switches TR/TB on from
+    ``cfg.reg_start_epoch``, evaluates the TTFS network on ``val_set`` (eval mode) and, given a
+    ``run`` folder, writes a checkpoint (weights, optimizer, scheduler, history) and a log row.
+    ``resume_from`` (a :class:`~ttfs_plugin.records.Checkpoint`) continues where it stopped.
+    A non-finite loss stops with :class:`TrainingDiverged` before anything of that epoch is
+    saved.
+    """
+    trainer = Trainer(network, train_set, val_set, cfg, device, run=run, metadata=metadata,
+                      dist_ctx=dist_ctx, progress=progress, log_epochs=log_epochs,
+                      on_epoch=on_epoch)
+    trainer.prepare()
+    if resume_from is not None:
+        trainer.restore(resume_from)
+    return trainer.fit()
+
+
+def _on_terminal() -> bool:
+    return sys.stderr.isatty()
 
 
 def precise_batchnorm(network: nn.Module, loader, device: str | torch.device = "cpu") -> None:
@@ -211,14 +292,6 @@ def precise_batchnorm(network: nn.Module, loader, device: str | torch.device = "
     Johnson 2021). Uses :func:`torch.optim.swa_utils.update_bn`.
     """
     update_bn(loader, network, torch.device(device))
-
-
-def _kernels(network: nn.Module):
-    """``(layer name, TemporalKernel)`` of every spiking layer (for Fig. 5 of the paper)."""
-    for name, module in network.named_modules():
-        kernel = getattr(module, "kernel", None)
-        if hasattr(module, "count_spikes") and kernel is not None:
-            yield name, kernel
 
 
 def _summary(record: dict) -> str:
