@@ -118,7 +118,8 @@ def test_unknown_names(tmp_path, capsys):
 
 def test_bad_hyper_parameters(tmp_path, capsys):
     _fails_with(capsys, "T must be an integer >= 2", "train", "--T", "1", "--out", tmp_path)
-    _fails_with(capsys, "tau must be > 0", "train", "--tau0", "0", "--out", tmp_path)
+    _fails_with(capsys, "tau0 must be a finite number > 0", "train", "--tau0", "0", "--out",
+                tmp_path)
     _fails_with(capsys, "epochs must be >= 1", "train", "--epochs", "0", "--out", tmp_path)
     assert not (tmp_path / "checkpoint.pt").exists()
 
@@ -159,7 +160,7 @@ def test_bad_checkpoints(tmp_path, capsys, digits_run):
 
 def test_existing_checkpoint_is_not_overwritten(digits_run, capsys):
     before = (digits_run / "checkpoint.pt").read_bytes()
-    _fails_with(capsys, "already holds checkpoint.pt; pass --resume to continue it, --overwrite",
+    _fails_with(capsys, "already holds a run; pass --resume to continue it, --overwrite",
                 "train", "--out",
                 digits_run)
     assert (digits_run / "checkpoint.pt").read_bytes() == before

@@ -117,9 +117,9 @@ def test_checkpoint_round_trip(tmp_path):
     with torch.no_grad():
         net.ttfs1.kernel.tau.fill_(7.5)
     x = torch.rand(5, 1, 12, 12)
-    save_checkpoint(tmp_path / "c.pt", net, note="hello")
-    again, data = load_checkpoint(tmp_path / "c.pt")
-    assert data["note"] == "hello"
+    save_checkpoint(tmp_path / "c.pt", net, preset="sm", epoch=3)
+    again, record = load_checkpoint(tmp_path / "c.pt")
+    assert (record.preset, record.epoch) == ("sm", 3)
     assert again.ttfs1.kernel.tau.item() == 7.5
     assert torch.equal(again(x), net(x))
 

@@ -19,6 +19,7 @@ from typing import Any
 
 from ..errors import ConfigError, unknown_name
 from ..functional import GRAD_MODES, SPIKE_PROXY_MODES, check_spike_proxy_mode
+from ..kernel import check_window
 
 LR_SCHEDULES = ("cosine", "step", "none")
 ACTIVATIONS = ("ttfs", "relu")
@@ -134,8 +135,7 @@ class ModelSettings:
 
     def __post_init__(self) -> None:
         check_types(self)
-        if self.T < 1:
-            raise ConfigError(f"T must be >= 1, got {self.T}")
+        check_window(self.T)
         _finite("tau0", self.tau0, strict=True)
         _finite("theta0", self.theta0, strict=True)
         if self.td0 is not None:
