@@ -54,8 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--dataset", default="digits", help=f"one of {sorted(DATASETS)}")
     train.add_argument("--data-dir", help="folder holding the dataset's files")
     train.add_argument("--preset", default=DEFAULT_PRESET,
-                       help=f"one of {list(PRESETS)}: the paper's ablation row (sets x_max0, sr_target, lambda_tr, "
-                       "lambda_tb)")
+                       help=f"one of {list(PRESETS)}: the paper's ablation row (sets x_max0, "
+                       "sr_target, lambda_tr, lambda_tb)")
     train.add_argument("--out", required=True, help="run folder for checkpoint.pt, metrics.json")
     train.add_argument("--overwrite", action="store_true",
                        help="replace a run already in --out")

@@ -11,6 +11,7 @@ threshold, ``k`` integer local time in ``0 … T-1``.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Union
 
 import torch
@@ -22,6 +23,24 @@ Scalar = Union[float, Tensor]
 
 #: Smallest time constant the modules let a trainable ``tau`` reach (see ``TemporalKernel``).
 TAU_MIN = 1e-2
+
+
+@dataclass(frozen=True)
+class KernelConfig:
+    """A layer's initial kernel: window ``T`` (steps), ``tau0``, ``td0`` (steps) and threshold
+    scale ``theta0`` — the paper's values by default. Every builder takes its defaults from
+    :data:`DEFAULT_KERNEL`, so they are defined here only."""
+
+    T: int = 32
+    tau0: float = 10.0
+    td0: float = 0.0
+    theta0: float = 1.0
+
+    def __post_init__(self) -> None:
+        check_window(self.T)
+        check_kernel_values(self.tau0, self.td0, self.theta0)
+
+
 
 
 def check_window(T: int) -> int:
@@ -40,6 +59,10 @@ def check_kernel_values(tau: float, td: float, theta0: float = 1.0) -> None:
         raise ConfigError(f"tau must be > 0, got {tau!r}; the paper initialises tau=10")
     if float(theta0) <= 0:
         raise ConfigError(f"theta0 must be > 0, got {theta0!r}; the paper uses theta0=1.0")
+
+
+#: The paper's initial kernel (T = 32, tau0 = 10, td0 = 0, theta0 = 1).
+DEFAULT_KERNEL = KernelConfig()
 
 
 def _as_tensor(value: Scalar, like: Tensor | None = None) -> Tensor:

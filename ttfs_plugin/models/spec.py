@@ -16,7 +16,7 @@ from typing import Union
 
 from ..errors import ConfigError
 from ..functional import check_grad_mode
-from ..kernel import check_kernel_values, check_window
+from ..kernel import DEFAULT_KERNEL, check_kernel_values, check_window
 
 
 @dataclass(frozen=True)
@@ -71,10 +71,10 @@ class NetworkConfig:
     num_classes: int
     name: str = "custom"
     activation: str = "ttfs"  # "relu" builds the plain DNN of the same architecture
-    T: int = 32
-    tau0: float = 10.0
-    td0: float = 0.0
-    theta0: float = 1.0
+    T: int = DEFAULT_KERNEL.T
+    tau0: float = DEFAULT_KERNEL.tau0
+    td0: float = DEFAULT_KERNEL.td0
+    theta0: float = DEFAULT_KERNEL.theta0
     grad_mode: str = "ste"
     extra: dict = field(default_factory=dict)  # builder arguments (e.g. width), for the record
 

@@ -19,7 +19,7 @@ from typing import Any
 
 from ..errors import ConfigError, unknown_name
 from ..functional import GRAD_MODES, SPIKE_PROXY_MODES, check_spike_proxy_mode
-from ..kernel import check_window
+from ..kernel import DEFAULT_KERNEL, check_window
 
 LR_SCHEDULES = ("cosine", "step", "none")
 ACTIVATIONS = ("ttfs", "relu")
@@ -124,11 +124,11 @@ class ModelSettings:
     model: str | None = setting(None, "architecture (default: the dataset's)")
     activation: str = setting("ttfs", "relu trains the plain DNN of the same architecture "
                               "(baseline)", choices=ACTIVATIONS)
-    T: int = setting(32, "time window per layer (steps)")
-    tau0: float = setting(10.0, "initial kernel time constant (steps)")
+    T: int = setting(DEFAULT_KERNEL.T, "time window per layer (steps)")
+    tau0: float = setting(DEFAULT_KERNEL.tau0, "initial kernel time constant (steps)")
     td0: float | None = setting(None, "initial kernel delay (default: from --x-max0)")
     x_max0: float | None = setting(None, "initial x_max = exp(td0/tau0) (default: the preset's)")
-    theta0: float = setting(1.0, "threshold scale")
+    theta0: float = setting(DEFAULT_KERNEL.theta0, "threshold scale")
     grad_mode: str = setting("ste", "gradient of the TTFS activation", choices=GRAD_MODES)
     width: float | None = setting(None, "vgg16 width multiplier")
     pool: str | None = setting(None, "pooling of cnn and vgg16", choices=POOLS)
