@@ -28,3 +28,19 @@ def _one_line(exc_info):
     message = str(exc_info.value)
     assert "\n" not in message
     return message
+
+
+def write_idx(path, array, gz=None):
+    """Write a uint8 array as an IDX file (images: 3-d, magic 2051; labels: 1-d, magic 2049),
+    gzip-compressed when ``gz`` (default: when the name ends in ``.gz``)."""
+    import gzip
+    import struct
+
+    import numpy as np
+
+    array = np.ascontiguousarray(array, dtype=np.uint8)
+    raw = struct.pack(f">I{array.ndim}I", 2048 + array.ndim, *array.shape) + array.tobytes()
+    if gz if gz is not None else str(path).endswith(".gz"):
+        raw = gzip.compress(raw)
+    path.write_bytes(raw)
+    return path

@@ -139,6 +139,30 @@ def test_missing_and_truncated_bin(small_nmnist):
         load_dataset("nmnist", small_nmnist)
 
 
+def test_empty_bin_is_an_error_naming_the_file(small_nmnist):
+    """A 0-byte .bin (5 bytes per event, so 0 is "a multiple of 5") is not a blank sample."""
+    (small_nmnist / "7.bin").write_bytes(b"")
+    with pytest.raises(DataError, match=r"N-MNIST file .*7.bin is empty \(0 bytes") as info:
+        load_dataset("nmnist", small_nmnist)
+    _one_line(info)
+    with pytest.raises(DataError, match="7.bin is empty"):
+        read_nmnist_events(small_nmnist / "7.bin")
+
+
+def test_bin_of_overflow_records_only_is_an_error(small_nmnist):
+    (small_nmnist / "3.bin").write_bytes(bytes([0, 240, 0, 0, 0]) * 4)  # y = 240: overflow
+    with pytest.raises(DataError, match="N-MNIST file .*3.bin holds no events") as info:
+        load_dataset("nmnist", small_nmnist)
+    _one_line(info)
+
+
+def test_events_off_the_sensor_name_the_file(small_nmnist):
+    (small_nmnist / "4.bin").write_bytes(bytes([50, 3, 0, 0, 1, 2, 3, 0, 0, 9]))  # x = 50
+    with pytest.raises(DataError, match=r".*4.bin: events do not fit the 34×34 sensor") as info:
+        load_dataset("nmnist", small_nmnist)
+    _one_line(info)
+
+
 def test_bad_labels_tsv(small_nmnist):
     path = small_nmnist / "labels.tsv"
     lines = path.read_text().splitlines()
@@ -146,11 +170,27 @@ def test_bad_labels_tsv(small_nmnist):
     with pytest.raises(DataError, match="line 4: label 'seven' is not an integer"):
         load_dataset("nmnist", small_nmnist)
     path.write_text("\n".join(lines[:3] + ["3.bin\t12"] + lines[4:]) + "\n")
-    with pytest.raises(DataError, match=r"labels must lie in 0..9, found 0..12"):
+    with pytest.raises(DataError, match=r"line 4: label 12 of 3.bin is outside 0..9; labels "
+                       r"must lie in 0..9 \(10 classes\)") as info:
         load_dataset("nmnist", small_nmnist)
-    path.write_text("1.bin\t5\n")  # no header, a single sample
-    with pytest.raises(DataError, match="lists 1 samples; need at least 2"):
+    _one_line(info)
+    path.write_text("\n".join(lines[:3] + ["3.bin\t-1"] + lines[4:]) + "\n")
+    with pytest.raises(DataError, match=r"line 4: label -1 of 3.bin is outside 0..9"):
         load_dataset("nmnist", small_nmnist)
+    path.write_text("sample\tlabel\n")
+    with pytest.raises(DataError, match="lists no samples"):
+        load_dataset("nmnist", small_nmnist)
+
+
+def test_a_single_sample_is_evaluable_but_has_no_split(small_nmnist):
+    (small_nmnist / "labels.tsv").write_text("1.bin\t5\n")  # no header, a single sample
+    data = load_dataset("nmnist", small_nmnist)  # no longer "need at least 2"
+    x, y = data.split("all").tensors
+    assert x.shape == (1, 2, 34, 34) and y.tolist() == [5] and x.max() == 1
+    with pytest.raises(DataError, match="1 samples are too few for a train / validation split"
+                       ".*--split all") as info:
+        data.split("val")
+    _one_line(info)
 
 
 def test_nmnist_without_labels_or_download(tmp_path, monkeypatch):

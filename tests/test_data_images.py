@@ -118,6 +118,41 @@ def test_images_next_to_labels_and_own_class_names(tmp_path, cifar_dir):
     assert data.split("all").tensors[1].tolist() == [2, 1, 0, 2]
 
 
+def test_numeric_labels_are_class_indices_not_re_indexed(tmp_path, cifar_dir):
+    """Labels 3, 5, 9 stay 3, 5, 9 (sorting the names would make them 0, 1, 2)."""
+    root, _ = _make_folder(tmp_path, cifar_dir, n=6, names=["3", "5", "9"])
+    data = load_dataset("image-folder", root)
+    assert data.num_classes == 10  # CIFAR-10's indices, as for CIFAR-10 names
+    assert data.split("all").tensors[1].tolist() == [3, 5, 9, 3, 5, 9]
+
+
+def test_numeric_labels_match_cifar_names(tmp_path, cifar_dir):
+    named, rows = _make_folder(tmp_path / "names", cifar_dir, n=6)
+    numbered, _ = _make_folder(tmp_path / "numbers", cifar_dir, n=6,
+                               names=[str(CIFAR10_CLASSES.index(c)) for _, c in rows])
+    assert torch.equal(load_dataset("image-folder", named).split("all").tensors[1],
+                       load_dataset("image-folder", numbered).split("all").tensors[1])
+
+
+@pytest.mark.parametrize("label", ["10", "12", "-1"])
+def test_numeric_label_out_of_range_names_the_line(tmp_path, cifar_dir, label):
+    root, rows = _make_folder(tmp_path, cifar_dir, n=4, names=["1", "2", label, "0"],
+                              header="file,label")
+    with pytest.raises(DataError, match=f"labels.csv line 4: class index {label} of "
+                       f"{rows[2][0]} is out of range; numeric labels are CIFAR-10 class indices "
+                       r"0..9 \(0 = airplane … 9 = truck\)") as info:
+        load_dataset("image-folder", root)
+    _one_line(info)
+
+
+def test_numbers_mixed_with_names_are_an_error(tmp_path, cifar_dir):
+    root, _ = _make_folder(tmp_path, cifar_dir, n=4, names=["3", "frog"])
+    with pytest.raises(DataError, match="mixes class indices and class names \\(line 1: '3', "
+                       "line 2: 'frog'\\)") as info:
+        load_dataset("image-folder", root)
+    _one_line(info)
+
+
 def test_grey_images_get_one_channel(tmp_path, cifar_dir):
     root, rows = _make_folder(tmp_path, cifar_dir, n=3)
     for name, _ in rows:
@@ -149,9 +184,21 @@ def test_bad_csv(tmp_path, cifar_dir, bad_line, problem):
     _one_line(info)
 
 
-def test_too_few_rows_and_no_labels_file(tmp_path, cifar_dir):
-    root, _ = _make_folder(tmp_path, cifar_dir, n=1)
-    with pytest.raises(DataError, match="lists 1 images; need at least 2"):
+def test_one_image_is_evaluable_but_has_no_split_and_no_labels_file(tmp_path, cifar_dir):
+    root, rows = _make_folder(tmp_path, cifar_dir, n=1)
+    data = load_dataset("image-folder", root)  # no longer "need at least 2"
+    assert not data.has_split
+    x, y = data.split("all").tensors
+    assert x.shape == (1, 3, 32, 32) and y.tolist() == [CIFAR10_CLASSES.index(rows[0][1])]
+    for which in ("train", "val"):
+        with pytest.raises(DataError, match="1 images are too few for a train / validation "
+                           "split .*--split all") as info:
+            data.split(which)
+        _one_line(info)
+    with pytest.raises(DataError, match="--split all"):
+        data.train  # noqa: B018 - the attribute the trainer reads
+    (root / "labels.csv").write_text("id,label\n")
+    with pytest.raises(DataError, match="lists no images"):
         load_dataset("image-folder", root)
     (root / "labels.csv").unlink()
     with pytest.raises(DataError, match="holds no labels.csv"):

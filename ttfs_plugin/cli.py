@@ -18,7 +18,7 @@ import torch
 from . import __version__
 from .checkpoint import find_checkpoint, load_checkpoint
 from .configs import resolve_config
-from .data import DATASETS, SPLITS, add_data_arguments, dataset_options
+from .data import DATASETS, SPLITS, add_data_arguments, dataset_options, default_model
 from .errors import CheckpointError, ConfigError, TTFSError
 from .metrics import evaluate
 from .models import get_model
@@ -134,12 +134,6 @@ def _train(args: argparse.Namespace) -> int:
         return 0
     finally:
         distributed.teardown(ctx)
-
-
-def default_model(dataset: str) -> str:  # TEMPORARY until the dataset table lands
-    from . import data
-
-    return getattr(data, "default_model", lambda n: "mlp" if n == "digits" else "cnn")(dataset)
 
 
 def _json_meta(meta: dict) -> dict:
@@ -270,6 +264,10 @@ def _evaluate(args: argparse.Namespace) -> int:
     if tuple(data.in_shape) != tuple(network.config.in_shape):
         raise ConfigError(f"dataset {ref.name!r} has inputs {tuple(data.in_shape)}, the "
                           f"checkpoint's model expects {tuple(network.config.in_shape)}")
+    if data.num_classes > network.config.num_classes:
+        raise ConfigError(f"dataset {ref.name!r} has {data.num_classes} classes, the "
+                          f"checkpoint's model {network.config.num_classes}: its labels cannot "
+                          "be scored; evaluate on data of the classes it was trained on")
     loader = batches(data.split(args.split), args.batch_size)
     if args.backend == "surrogate":
         result = evaluate(network, loader, reference=args.energy_ref)

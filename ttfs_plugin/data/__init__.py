@@ -1,10 +1,14 @@
-"""Datasets by name. Each loader returns a :class:`SplitData` of float images in [0, 1].
+"""Datasets by name: one table, :data:`DATASETS`, of :class:`DatasetEntry` rows.
+
+Each entry says everything about its dataset — loader, class count, default model, default
+folder, which options (``download``, ``augment``, ``events``) apply — and every other part of
+the package (``load_dataset``, the CLI's help and default model, the option checks) reads it
+from there. Adding a dataset is adding one entry to :data:`ENTRIES`; see ``docs/datasets.md``.
 
 ``TTFS_DATA_DIR`` names a folder of datasets; a dataset that needs files and gets no
-``data_dir`` looks for its default sub-folder there (``mnist-idx`` → ``$TTFS_DATA_DIR/mnist9k``,
+``data_dir`` looks for its ``default_subdir`` there (``mnist-idx`` → ``$TTFS_DATA_DIR/mnist9k``,
 ``image-folder`` → ``cifar10_200``, ``nmnist`` → ``nmnist1k``); the torchvision and tonic
-datasets use ``$TTFS_DATA_DIR`` itself as their root (they keep their own sub-folders).
-See ``docs/datasets.md``.
+datasets use ``$TTFS_DATA_DIR`` itself as their root (``root_is_data_dir``).
 """
 
 from __future__ import annotations
@@ -12,76 +16,125 @@ from __future__ import annotations
 import argparse
 import os
 from pathlib import Path
-from typing import Any, Callable
+from types import MappingProxyType
+from typing import Any, Mapping
 
 from ..errors import ConfigError, unknown_name
-from .augment import AUGMENTABLE, AUGMENTATIONS
-from .base import SPLITS, SplitData
+from .augment import CROP_FLIP, SHIFT
+from .base import SPLITS, DatasetEntry, SplitData
 from .digits import load_digits
 from .events import (
     DEFAULT_CLIP,
-    EVENT_DATASETS,
     NORMALISATIONS,
     EventOptions,
-    load_cifar10dvs,
-    load_dvsgesture,
-    load_nmnist,
+    TonicSource,
+    load_nmnist_folder,
+    load_tonic,
 )
-from .idx import load_mnist_idx
-from .vision import (
-    TORCHVISION_DATASETS,
-    load_cifar10,
-    load_cifar100,
-    load_fashion_mnist,
-    load_image_folder,
-    load_mnist,
+from .idx import load_idx_folder
+from .vision import TorchvisionSource, load_csv_folder, load_torchvision
+
+
+def _builtin_digits(entry: DatasetEntry, data_dir: str | Path | None = None) -> SplitData:
+    return load_digits(data_dir)
+
+
+def torchvision_entry(name: str, cls: str, folder: str, in_shape: tuple[int, int, int],
+                      num_classes: int, augmentation: tuple[int, bool] | None = None,
+                      summary: str = "", **fields: Any) -> DatasetEntry:
+    """The entry of a torchvision dataset class ``cls(root, train, download, transform)``:
+    downloadable, rooted at ``$TTFS_DATA_DIR``, train set / test set."""
+    return DatasetEntry(name, load_torchvision, summary or f"torchvision.datasets.{cls}",
+                        num_classes=num_classes, in_shape=in_shape, root_is_data_dir=True,
+                        downloadable=True, augmentation=augmentation,
+                        source=TorchvisionSource(cls, folder), **fields)
+
+
+#: Every dataset, in the order ``--help`` and the docs list them.
+ENTRIES: tuple[DatasetEntry, ...] = (
+    DatasetEntry("digits", _builtin_digits, "scikit-learn's 8×8 digits (built in)",
+                 num_classes=10, in_shape=(1, 8, 8), default_model="mlp",
+                 needs_data_dir=False),
+    DatasetEntry("mnist-idx", load_idx_folder, "MNIST-format IDX files (.gz or not)",
+                 num_classes=10, default_subdir="mnist9k", augmentation=SHIFT),
+    torchvision_entry("mnist", "MNIST", "MNIST", (1, 28, 28), 10, SHIFT),
+    torchvision_entry("fashion-mnist", "FashionMNIST", "FashionMNIST", (1, 28, 28), 10, SHIFT),
+    torchvision_entry("cifar10", "CIFAR10", "cifar-10-batches-py", (3, 32, 32), 10, CROP_FLIP),
+    torchvision_entry("cifar100", "CIFAR100", "cifar-100-python", (3, 32, 32), 100, CROP_FLIP),
+    DatasetEntry("image-folder", load_csv_folder, "PNG/JPEG files labelled by labels.csv",
+                 default_subdir="cifar10_200", augmentation=CROP_FLIP),
+    DatasetEntry("nmnist", load_nmnist_folder,
+                 "N-MNIST .bin files + labels.tsv, else tonic.datasets.NMNIST",
+                 num_classes=10, default_subdir="nmnist1k", root_is_data_dir=True,
+                 downloadable=True, event_options=True,
+                 source=TonicSource("NMNIST", ".bin", (34, 34, 2))),
+    DatasetEntry("dvsgesture", load_tonic, "tonic.datasets.DVSGesture", num_classes=11,
+                 root_is_data_dir=True, downloadable=True, event_options=True,
+                 source=TonicSource("DVSGesture", ".npy", (128, 128, 2))),
+    DatasetEntry("cifar10dvs", load_tonic, "tonic.datasets.CIFAR10DVS", num_classes=10,
+                 root_is_data_dir=True, downloadable=True, event_options=True,
+                 source=TonicSource("CIFAR10DVS", ".aedat4", (128, 128, 2), holdout_every=10)),
 )
 
-DATASETS: dict[str, Callable[..., SplitData]] = {
-    "digits": load_digits,
-    "mnist-idx": load_mnist_idx,
-    "mnist": load_mnist,
-    "fashion-mnist": load_fashion_mnist,
-    "cifar10": load_cifar10,
-    "cifar100": load_cifar100,
-    "image-folder": load_image_folder,
-    "nmnist": load_nmnist,
-    "dvsgesture": load_dvsgesture,
-    "cifar10dvs": load_cifar10dvs,
-}
-#: Sub-folder of ``TTFS_DATA_DIR`` used when no ``data_dir`` is given.
-DEFAULT_SUBDIRS = {"mnist-idx": "mnist9k", "image-folder": "cifar10_200", "nmnist": "nmnist1k"}
-#: Datasets whose default ``data_dir`` is ``TTFS_DATA_DIR`` itself (torchvision / tonic roots);
-#: ``nmnist`` uses it when ``$TTFS_DATA_DIR/nmnist1k`` does not exist.
-ROOT_DATASETS = (*TORCHVISION_DATASETS, *EVENT_DATASETS)
-#: Datasets ``download=True`` applies to.
-DOWNLOADABLE = ROOT_DATASETS
+
+def _table(entries: tuple[DatasetEntry, ...]) -> Mapping[str, DatasetEntry]:
+    table: dict[str, DatasetEntry] = {}
+    for entry in entries:
+        if entry.name in table:
+            raise ConfigError(f"dataset {entry.name!r} is in the table twice")
+        table[entry.name] = entry
+    return MappingProxyType(table)
+
+
+#: name → :class:`DatasetEntry` (read-only; built from :data:`ENTRIES`).
+DATASETS: Mapping[str, DatasetEntry] = _table(ENTRIES)
+
+
+def dataset_entry(name: str) -> DatasetEntry:
+    """The entry of dataset ``name``; an unknown name is a ``ConfigError`` listing them all."""
+    if name not in DATASETS:
+        raise unknown_name("dataset", name, DATASETS)
+    return DATASETS[name]
+
+
+def default_model(name: str) -> str:
+    """The model ``ttfs train --dataset NAME`` builds without ``--model`` (``mlp`` for
+    ``digits``, ``cnn`` for the others)."""
+    return dataset_entry(name).default_model
+
+
+def _names(flag: str) -> list[str]:
+    return [name for name, entry in DATASETS.items() if getattr(entry, flag)]
 
 
 def default_data_dir(name: str) -> Path | None:
     """Where ``name`` looks when no ``data_dir`` is given (``None``: nowhere)."""
     env = os.environ.get("TTFS_DATA_DIR")
-    if not env:
+    entry = DATASETS.get(name)
+    if not env or entry is None or not entry.needs_data_dir:
         return None
     root = Path(env)
-    sub = DEFAULT_SUBDIRS.get(name)
-    if sub and ((root / sub).is_dir() or name not in ROOT_DATASETS):
+    sub = entry.default_subdir
+    if sub and ((root / sub).is_dir() or not entry.root_is_data_dir):
         return root / sub
-    return root if name in ROOT_DATASETS else None
+    return root if entry.root_is_data_dir else None
 
 
-def _check_options(name: str, download: bool, augment: bool, events: EventOptions) -> None:
-    """Options that cannot apply to ``name`` are errors, not silently ignored."""
-    if download and name not in DOWNLOADABLE:
+def _check_options(entry: DatasetEntry, download: bool, augment: bool,
+                   events: EventOptions) -> None:
+    """Options that cannot apply to the entry are errors, not silently ignored."""
+    name = entry.name
+    if download and not entry.downloadable:
         raise ConfigError(f"dataset {name!r} cannot be downloaded (download=True / --download); "
-                          f"only {', '.join(sorted(DOWNLOADABLE))} can — drop --download")
-    if augment and name not in AUGMENTABLE:
+                          f"only {', '.join(sorted(_names('downloadable')))} can — drop "
+                          "--download")
+    if augment and not entry.augmentable:
         raise ConfigError(f"augment=True (--augment, random shift / crop + flip) is for "
-                          f"{', '.join(AUGMENTABLE)}, not {name!r}; drop --augment")
-    if events != EventOptions() and name not in EVENT_DATASETS:
+                          f"{', '.join(_names('augmentable'))}, not {name!r}; drop --augment")
+    if events != EventOptions() and not entry.event_options:
         raise ConfigError(f"event options (--time-bins, --denoise-us, --merge-polarity, "
-                          f"--event-norm, --event-clip) are for {', '.join(EVENT_DATASETS)}, "
-                          f"not {name!r}; drop them")
+                          f"--event-norm, --event-clip) are for "
+                          f"{', '.join(_names('event_options'))}, not {name!r}; drop them")
 
 
 def load_dataset(name: str, data_dir: str | Path | None = None, *, download: bool = False,
@@ -89,26 +142,42 @@ def load_dataset(name: str, data_dir: str | Path | None = None, *, download: boo
     """Load dataset ``name`` (one of :data:`DATASETS`) from ``data_dir``.
 
     ``download`` lets torchvision / tonic fetch a missing dataset into ``data_dir``; ``augment``
-    augments the training split (:data:`AUGMENTATIONS`: crop + flip for CIFAR and
+    augments the training split (the entry's ``augmentation``: crop + flip for CIFAR and
     ``image-folder``, a 2-pixel shift for ``mnist``, ``mnist-idx``, ``fashion-mnist``);
     ``events`` (an :class:`EventOptions`, a dict of its fields, or ``None`` for the defaults)
     sets how event datasets become frames. An option that does not apply to
     ``name`` raises :class:`ConfigError`.
     """
-    if name not in DATASETS:
-        raise unknown_name("dataset", name, DATASETS)
+    entry = dataset_entry(name)
     opts = EventOptions.coerce(events)
-    _check_options(name, bool(download), bool(augment), opts)
+    _check_options(entry, bool(download), bool(augment), opts)
     if data_dir is None:
         data_dir = default_data_dir(name)
-    kwargs: dict[str, Any] = {}
-    if name in DOWNLOADABLE:
-        kwargs["download"] = bool(download)
-    if name in AUGMENTABLE:
-        kwargs["augment"] = bool(augment)
-    if name in EVENT_DATASETS:
-        kwargs["events"] = opts
-    return DATASETS[name](data_dir, **kwargs)
+    given = {"download": bool(download), "augment": bool(augment), "events": opts}
+    return entry.load(data_dir, **{key: given[key] for key in entry.options()})
+
+
+def _public_loader(name: str):
+    """``load_<name>(data_dir=None, **options)``: ``load_dataset(name, ...)`` under its own
+    name, for the datasets that had one before the table."""
+    def load(data_dir: str | Path | None = None, **options) -> SplitData:
+        return load_dataset(name, data_dir, **options)
+
+    load.__name__ = load.__qualname__ = f"load_{name.replace('-', '_')}"
+    load.__doc__ = (f"``load_dataset({name!r}, data_dir, **options)``: "
+                    f"{DATASETS[name].summary}.")
+    return load
+
+
+load_mnist_idx = _public_loader("mnist-idx")
+load_mnist = _public_loader("mnist")
+load_fashion_mnist = _public_loader("fashion-mnist")
+load_cifar10 = _public_loader("cifar10")
+load_cifar100 = _public_loader("cifar100")
+load_image_folder = _public_loader("image-folder")
+load_nmnist = _public_loader("nmnist")
+load_dvsgesture = _public_loader("dvsgesture")
+load_cifar10dvs = _public_loader("cifar10dvs")
 
 
 def add_data_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup):
@@ -122,11 +191,11 @@ def add_data_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup
         group = parser.add_argument_group("dataset options")
     group.add_argument("--download", action="store_true",
                        help=f"let torchvision / tonic fetch a missing dataset into --data-dir "
-                            f"({', '.join(DOWNLOADABLE)})")
+                            f"({', '.join(_names('downloadable'))})")
     group.add_argument("--augment", action="store_true",
                        help="training split only: random crop (padding 4) + horizontal flip for "
                             "CIFAR and image-folder, a random shift of up to 2 pixels for "
-                            f"MNIST-like data ({', '.join(AUGMENTABLE)})")
+                            f"MNIST-like data ({', '.join(_names('augmentable'))})")
     group.add_argument("--time-bins", type=int, default=1, metavar="N",
                        help="event datasets: frames per sample; channels = 2 × N (default 1)")
     group.add_argument("--denoise-us", type=int, default=None, metavar="US",
@@ -163,8 +232,9 @@ def dataset_options(args: argparse.Namespace) -> dict[str, Any]:
             "events": events.to_dict()}
 
 
-__all__ = ["AUGMENTATIONS", "DATASETS", "DEFAULT_SUBDIRS", "SPLITS", "EventOptions", "SplitData",
-           "add_data_arguments", "dataset_options", "default_data_dir", "load_dataset",
-           "load_cifar10", "load_cifar100", "load_cifar10dvs", "load_digits", "load_dvsgesture",
+__all__ = ["DATASETS", "ENTRIES", "SPLITS", "DatasetEntry", "EventOptions", "SplitData",
+           "TonicSource", "TorchvisionSource", "add_data_arguments", "dataset_entry",
+           "dataset_options", "default_data_dir", "default_model", "load_cifar10",
+           "load_cifar100", "load_cifar10dvs", "load_dataset", "load_digits", "load_dvsgesture",
            "load_fashion_mnist", "load_image_folder", "load_mnist", "load_mnist_idx",
-           "load_nmnist"]
+           "load_nmnist", "torchvision_entry"]

@@ -1,29 +1,48 @@
 """Training-split augmentation of in-memory images (plain torch: ``mnist-idx`` needs no
 torchvision).
 
-* CIFAR (``cifar10``, ``cifar100``, ``image-folder``): the paper's random crop with 4 pixels of
-  zero padding, then a random horizontal flip;
-* handwritten digits and clothes (``mnist``, ``mnist-idx``, ``fashion-mnist``): a random shift
-  of up to 2 pixels (crop with 2 pixels of padding), no flip — a mirrored digit is another glyph.
+Which dataset gets which augmentation is its table entry's ``augmentation`` field
+(:class:`~ttfs_plugin.data.base.DatasetEntry`); the two kinds in use are
+
+* :data:`CROP_FLIP` for CIFAR (``cifar10``, ``cifar100``, ``image-folder``): the paper's random
+  crop with 4 pixels of zero padding, then a random horizontal flip;
+* :data:`SHIFT` for handwritten digits and clothes (``mnist``, ``mnist-idx``,
+  ``fashion-mnist``): a random shift of up to 2 pixels (crop with 2 pixels of padding), no
+  flip — a mirrored digit is another glyph.
+
+``AUGMENTATIONS`` (dataset → ``(padding, flip)``) and ``AUGMENTABLE`` (their names) are read
+from the table each time they are used, so they always agree with it.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import Dataset
 
-#: dataset → (crop padding in pixels, random horizontal flip)
-AUGMENTATIONS: dict[str, tuple[int, bool]] = {
-    "cifar10": (4, True),
-    "cifar100": (4, True),
-    "image-folder": (4, True),
-    "mnist": (2, False),
-    "mnist-idx": (2, False),
-    "fashion-mnist": (2, False),
-}
-AUGMENTABLE = tuple(AUGMENTATIONS)
+#: ``(padding, flip)``: the paper's CIFAR augmentation, crop from 4 pixels of padding + flip.
+CROP_FLIP: tuple[int, bool] = (4, True)
+#: ``(padding, flip)``: a shift of up to 2 pixels each way, no flip (digits, clothes).
+SHIFT: tuple[int, bool] = (2, False)
+
+
+def _augmentations() -> dict[str, tuple[int, bool]]:
+    from . import DATASETS  # the table imports this module, so look it up when asked
+
+    return {name: entry.augmentation for name, entry in DATASETS.items()
+            if entry.augmentation is not None}
+
+
+def __getattr__(name: str) -> Any:
+    """``AUGMENTATIONS`` and ``AUGMENTABLE``, derived from the dataset table."""
+    if name == "AUGMENTATIONS":
+        return _augmentations()
+    if name == "AUGMENTABLE":
+        return tuple(_augmentations())
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class RandomShiftFlip:
@@ -51,8 +70,14 @@ class RandomShiftFlip:
 
 
 def augmentation_for(name: str) -> RandomShiftFlip:
-    """The training-split augmentation of dataset ``name`` (one of :data:`AUGMENTABLE`)."""
-    return RandomShiftFlip(*AUGMENTATIONS[name])
+    """The training-split augmentation of dataset ``name`` (its entry's ``augmentation``)."""
+    from ..errors import ConfigError
+
+    augmentations = _augmentations()
+    if name not in augmentations:
+        raise ConfigError(f"dataset {name!r} has no augmentation; only "
+                          f"{', '.join(augmentations)} have")
+    return RandomShiftFlip(*augmentations[name])
 
 
 class AugmentedTensorDataset(Dataset):

@@ -12,6 +12,9 @@ as a ``TensorDataset``, so training never touches the event files again.
   ``labels.tsv`` tonic's own ``NMNIST`` download under ``data_dir`` (its train / test sets).
 * ``dvsgesture`` — ``tonic.datasets.DVSGesture`` (train / test sets, 11 classes, 128×128).
 * ``cifar10dvs`` — ``tonic.datasets.CIFAR10DVS`` (one set; every 10th sample is validation).
+
+Which tonic class, event-file suffix and sensor a dataset has is its table entry's
+:class:`TonicSource`; its class count is the entry's ``num_classes``.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ import numpy as np
 import torch
 
 from ..errors import ConfigError, DataError
-from .base import SplitData, natural_key, tensor_split
+from .base import DatasetEntry, SplitData, holdout_split, natural_key
 
 #: How counts become intensities: divide by the sample's largest count, or cap then divide.
 NORMALISATIONS = ("max", "clip")
@@ -34,15 +37,22 @@ NORMALISATIONS = ("max", "clip")
 DEFAULT_CLIP = 10.0
 
 LABELS_FILE = "labels.tsv"
+#: Bytes per event of an N-MNIST ``.bin`` file.
+NMNIST_EVENT_BYTES = 5
 
-#: tonic dataset per name: (class in ``tonic.datasets``, event file suffix, classes, sensor size
-#: (x, y, polarities)). tonic keeps a dataset under ``save_to/<class name>``.
-TONIC_DATASETS = {
-    "nmnist": ("NMNIST", ".bin", 10, (34, 34, 2)),
-    "dvsgesture": ("DVSGesture", ".npy", 11, (128, 128, 2)),
-    "cifar10dvs": ("CIFAR10DVS", ".aedat4", 10, (128, 128, 2)),
-}
-EVENT_DATASETS = tuple(TONIC_DATASETS)
+
+@dataclass(frozen=True)
+class TonicSource:
+    """Where an event dataset comes from: ``cls`` is the class in ``tonic.datasets``
+    (constructed as ``cls(save_to=data_dir, train=...)``; tonic keeps it under
+    ``data_dir/<cls>``), ``suffix`` its event files' suffix (to tell whether it is on disk),
+    ``sensor_size`` ``(x, y, polarities)`` when the class does not say. ``holdout_every=k``:
+    the class has one set (no ``train`` flag) and every k-th sample is validation."""
+
+    cls: str
+    suffix: str
+    sensor_size: tuple[int, int, int]
+    holdout_every: int | None = None
 
 
 @dataclass(frozen=True)
@@ -174,21 +184,35 @@ def normalise_counts(frames: torch.Tensor, opts: EventOptions) -> torch.Tensor:
 
 
 def read_nmnist_events(path: str | Path) -> np.ndarray:
-    """Events of one N-MNIST ``.bin`` file, decoded by tonic's reader (``tonic.io``)."""
+    """Events of one N-MNIST ``.bin`` file, decoded by tonic's reader (``tonic.io``).
+
+    A missing, empty (0 bytes) or truncated file (not whole 5-byte events), or one that holds
+    no events, is a ``DataError`` naming it — never a blank sample."""
     tonic = _tonic()
     path = Path(path)
     if not path.is_file():
         raise DataError(f"missing N-MNIST file {path}; labels.tsv names it, so put it back or "
                         "drop its row")
     size = path.stat().st_size
-    if size % 5:
-        raise DataError(f"{path} is not an N-MNIST file: {size} bytes is not a multiple of 5 "
-                        "(5 bytes per event); the file is truncated, download it again")
-    return tonic.io.read_mnist_file(str(path), dtype=tonic.datasets.NMNIST.dtype)
+    if size == 0:
+        raise DataError(f"N-MNIST file {path} is empty (0 bytes; a recording holds thousands "
+                        f"of {NMNIST_EVENT_BYTES}-byte events); download it again or drop its "
+                        "row from labels.tsv")
+    if size % NMNIST_EVENT_BYTES:
+        raise DataError(f"{path} is not an N-MNIST file: {size} bytes is not a multiple of "
+                        f"{NMNIST_EVENT_BYTES} ({NMNIST_EVENT_BYTES} bytes per event); the file "
+                        "is truncated, download it again")
+    events = tonic.io.read_mnist_file(str(path), dtype=tonic.datasets.NMNIST.dtype)
+    if not len(events):
+        raise DataError(f"N-MNIST file {path} holds no events ({size} bytes of overflow "
+                        "records only); download it again or drop its row from labels.tsv")
+    return events
 
 
-def read_labels_tsv(path: Path) -> list[tuple[str, int]]:
-    """``sample<TAB>label`` rows (an optional header row), sorted by sample number."""
+def read_labels_tsv(path: Path, num_classes: int | None = None) -> list[tuple[str, int]]:
+    """``sample<TAB>label`` rows (an optional header row), sorted by sample number. With
+    ``num_classes``, a label outside ``0 .. num_classes - 1`` is a ``DataError`` naming its
+    line."""
     try:
         lines = path.read_text().splitlines()
     except (OSError, UnicodeDecodeError) as exc:
@@ -208,10 +232,13 @@ def read_labels_tsv(path: Path) -> list[tuple[str, int]]:
                 continue
             raise DataError(f"{path} line {number}: label {cells[1]!r} is not an integer; "
                             "labels.tsv rows are 'sample<TAB>label'") from None
+        if num_classes is not None and not 0 <= label < num_classes:
+            raise DataError(f"{path} line {number}: label {label} of {cells[0]} is outside "
+                            f"0..{num_classes - 1}; labels must lie in 0..{num_classes - 1} "
+                            f"({num_classes} classes) — fix the row")
         rows.append((cells[0], label))
-    if len(rows) < 2:
-        raise DataError(f"{path} lists {len(rows)} samples; need at least 2 (one for training, "
-                        "one for validation)")
+    if not rows:
+        raise DataError(f"{path} lists no samples; it needs 'sample<TAB>label' rows")
     return sorted(rows, key=lambda row: natural_key(row[0]))
 
 
@@ -221,12 +248,16 @@ def _val_size(n: int) -> int:
 
 
 def _convert(samples, sensor_size, opts: EventOptions, num_classes: int, where: str):
-    """``(events, label)`` pairs → stacked frames and labels."""
+    """``(events, label, source)`` triples → stacked frames and labels; ``source`` names the
+    sample in errors."""
     transform = event_transform(sensor_size, opts)
     shape = opts.in_shape(sensor_size)
     images, labels = [], []
-    for events, label in samples:
-        images.append(events_to_frames(events, sensor_size, opts, transform))
+    for events, label, source in samples:
+        try:
+            images.append(events_to_frames(events, sensor_size, opts, transform))
+        except DataError as exc:
+            raise DataError(f"{source}: {exc}") from None
         labels.append(int(label))
     if not images:
         return torch.zeros((0, *shape)), torch.zeros(0, dtype=torch.long)
@@ -237,36 +268,29 @@ def _convert(samples, sensor_size, opts: EventOptions, num_classes: int, where: 
     return torch.stack(images), y
 
 
-def load_nmnist(data_dir: str | Path | None, download: bool = False,
-                events: EventOptions | dict | None = None) -> SplitData:
-    """N-MNIST frames ``(C, 34, 34)``: a folder with ``labels.tsv`` (last 10 % validation) or,
-    without one, tonic's NMNIST train / test sets under ``data_dir``."""
+def _entry_facts(entry: DatasetEntry) -> tuple[TonicSource, int]:
+    if not isinstance(entry.source, TonicSource) or entry.num_classes is None:
+        raise ConfigError(f"dataset {entry.name!r}: an event entry needs source=TonicSource(...) "
+                          "and num_classes")
+    return entry.source, entry.num_classes
+
+
+def load_nmnist_folder(entry: DatasetEntry, data_dir: str | Path | None, download: bool = False,
+                       events: EventOptions | dict | None = None) -> SplitData:
+    """N-MNIST frames ``(C, 34, 34)``: a folder with ``labels.tsv`` (last 10 % validation; a
+    single sample has no split but is there for ``split("all")``) or, without one, tonic's
+    NMNIST train / test sets under ``data_dir``."""
     opts = EventOptions.coerce(events)
-    root = _require_dir("nmnist", data_dir, download)
+    root = _require_dir(entry.name, data_dir, download)
     if not (root / LABELS_FILE).is_file():
-        return _load_tonic("nmnist", root, download, opts)
-    _, _, num_classes, sensor_size = TONIC_DATASETS["nmnist"]
-    rows = read_labels_tsv(root / LABELS_FILE)
-    samples = ((read_nmnist_events(root / name), label) for name, label in rows)
+        return load_tonic(entry, root, download=download, events=opts)
+    source, num_classes = _entry_facts(entry)
+    sensor_size = source.sensor_size
+    rows = read_labels_tsv(root / LABELS_FILE, num_classes)
+    samples = ((read_nmnist_events(root / name), label, root / name) for name, label in rows)
     x, y = _convert(samples, sensor_size, opts, num_classes, str(root / LABELS_FILE))
-    train, val = tensor_split(x, y, len(y) - _val_size(len(y)))
-    return SplitData("nmnist", train, val, opts.in_shape(sensor_size), num_classes)
-
-
-def load_dvsgesture(data_dir: str | Path | None, download: bool = False,
-                    events: EventOptions | dict | None = None) -> SplitData:
-    """DVS128 Gesture via ``tonic.datasets.DVSGesture``: train / test sets, ``(C, 128, 128)``."""
-    opts = EventOptions.coerce(events)
-    return _load_tonic("dvsgesture", _require_dir("dvsgesture", data_dir, download), download,
-                       opts)
-
-
-def load_cifar10dvs(data_dir: str | Path | None, download: bool = False,
-                    events: EventOptions | dict | None = None) -> SplitData:
-    """CIFAR10-DVS via ``tonic.datasets.CIFAR10DVS``; every 10th sample is validation."""
-    opts = EventOptions.coerce(events)
-    return _load_tonic("cifar10dvs", _require_dir("cifar10dvs", data_dir, download), download,
-                       opts)
+    return holdout_split(entry, x, y, _val_size(len(y)), opts.in_shape(sensor_size), num_classes,
+                         where=str(root / LABELS_FILE), what="samples")
 
 
 def _require_dir(name: str, data_dir: str | Path | None, download: bool) -> Path:
@@ -285,17 +309,24 @@ def _tonic_present(root: Path, folder: str, suffix: str) -> bool:
     return location.is_dir() and next(location.rglob(f"*{suffix}"), None) is not None
 
 
-def _load_tonic(name: str, root: Path, download: bool, opts: EventOptions) -> SplitData:
+def load_tonic(entry: DatasetEntry, data_dir: str | Path | None, download: bool = False,
+               events: EventOptions | dict | None = None) -> SplitData:
+    """A ``tonic.datasets`` class (the entry's :class:`TonicSource`) turned into frames: its
+    train / test sets, or with ``holdout_every=k`` one set of which every k-th sample is
+    validation."""
+    opts = EventOptions.coerce(events)
+    name = entry.name
+    root = _require_dir(name, data_dir, download)
+    source, num_classes = _entry_facts(entry)
     tonic = _tonic()
-    cls_name, suffix, num_classes, default_sensor = TONIC_DATASETS[name]
-    if not download and not _tonic_present(root, cls_name, suffix):
+    if not download and not _tonic_present(root, source.cls, source.suffix):
         extra = (f" and no {LABELS_FILE} (the nmnist1k layout: .bin files plus {LABELS_FILE})"
-                 if name == "nmnist" else "")
-        raise DataError(f"{root} holds no {cls_name}/ folder of {suffix} files{extra}; pass "
-                        f"--download to fetch {name!r} there with tonic, or point --data-dir at "
-                        "the folder that holds it")
-    cls = getattr(tonic.datasets, cls_name)  # looked up now, so tests can replace it
-    sensor_size = tuple(getattr(cls, "sensor_size", default_sensor))
+                 if entry.loader is load_nmnist_folder else "")
+        raise DataError(f"{root} holds no {source.cls}/ folder of {source.suffix} files{extra}; "
+                        f"pass --download to fetch {name!r} there with tonic, or point "
+                        "--data-dir at the folder that holds it")
+    cls = getattr(tonic.datasets, source.cls)  # looked up now, so tests can replace it
+    sensor_size = tuple(getattr(cls, "sensor_size", source.sensor_size))
     root.mkdir(parents=True, exist_ok=True)
 
     def build(**kwargs):
@@ -305,17 +336,22 @@ def _load_tonic(name: str, root: Path, download: bool, opts: EventOptions) -> Sp
             first = (str(exc).splitlines() or [type(exc).__name__])[0]
             if download:
                 raise DataError(f"could not download {name!r} into {root} ({first}); check the "
-                                f"network, or put tonic's {cls_name}/ folder there by hand") \
+                                f"network, or put tonic's {source.cls}/ folder there by hand") \
                     from None
             raise DataError(f"could not read {name!r} from {root} ({first}); tonic also wants "
                             "the downloaded archive next to the extracted files — pass "
                             "--download to fetch it again") from None
 
-    if name == "cifar10dvs":  # one set, sorted by class: every 10th sample is held out
+    where = f"{root}/{source.cls}"
+
+    def samples(ds):
+        return ((*ds[i], f"{where} sample {i}") for i in range(len(ds)))
+
+    if source.holdout_every:  # one set, sorted by class: every k-th sample is held out
         full = build()
-        x, y = _convert((full[i] for i in range(len(full))), sensor_size, opts, num_classes,
-                        f"{root}/{cls_name}")
-        held = torch.arange(len(y)) % 10 == 9
+        x, y = _convert(samples(full), sensor_size, opts, num_classes, where)
+        k = source.holdout_every
+        held = torch.arange(len(y)) % k == k - 1
         train = torch.utils.data.TensorDataset(x[~held], y[~held])
         val = torch.utils.data.TensorDataset(x[held], y[held])
     else:
@@ -323,7 +359,6 @@ def _load_tonic(name: str, root: Path, download: bool, opts: EventOptions) -> Sp
         for is_train in (True, False):
             ds = build(train=is_train)
             parts.append(torch.utils.data.TensorDataset(*_convert(
-                (ds[i] for i in range(len(ds))), sensor_size, opts, num_classes,
-                f"{root}/{cls_name}")))
+                samples(ds), sensor_size, opts, num_classes, where)))
         train, val = parts
     return SplitData(name, train, val, opts.in_shape(sensor_size), num_classes)
