@@ -1,7 +1,8 @@
 """The foundation issue's acceptance run on mnist9k (slow: ~6 min on 2 CPU cores).
 
-Run with ``pytest -m slow tests/test_acceptance.py``. It trains ``configs/mnist_cnn.toml`` and
-its ReLU twin with the same budget and seed; docs/results.md records these runs over 3 seeds.
+Run with ``pytest -m slow tests/test_acceptance.py``. It trains the bundled config
+``ttfs_plugin/configs/mnist_cnn.toml`` and its ReLU twin with the same budget and seed;
+docs/results.md records these runs over 3 seeds.
 """
 
 import json
@@ -13,7 +14,7 @@ from ttfs_plugin.cli import main
 
 pytestmark = pytest.mark.slow
 
-CONFIG = Path(__file__).resolve().parents[1] / "configs" / "mnist_cnn.toml"
+CONFIG = Path(__file__).resolve().parents[1] / "ttfs_plugin" / "configs" / "mnist_cnn.toml"
 
 
 def test_small_cnn_on_mnist9k_matches_relu_at_low_sparsity(shared_data, tmp_path):
