@@ -26,7 +26,8 @@
 # * **TB** — temporal-kernel-aware batch normalisation: a differentiable estimate of the spikes
 #   each layer emits is added to the loss.
 #
-# `configs/cifar10_vgg16.toml` holds their hyper-parameters. With the full CIFAR-10 under
+# The bundled config `cifar10_vgg16` (`ttfs configs` lists them) holds their hyper-parameters.
+# With the full CIFAR-10 under
 # `$TTFS_DATA_DIR/cifar-10-batches-py/` **and** a CUDA GPU, this notebook trains that
 # configuration (set `TTFS_EPOCHS` to shorten it; the paper runs 2,000 epochs, for which the CLI
 # with `--resume` is the better tool). Without them it says so and runs a **small version**:
@@ -49,6 +50,7 @@ warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm without
 
 from ttfs_plugin import plot
 from ttfs_plugin import snntorch as tsnn
+from ttfs_plugin.configs import resolve_config
 from ttfs_plugin.data import load_dataset
 from ttfs_plugin.data.vision import CIFAR10_CLASSES
 from ttfs_plugin.metrics import evaluate
@@ -84,7 +86,7 @@ print(f"data {SHOWN}; SMALL={SMALL}")
 # ## The paper's configuration
 
 # %%
-CONFIG_FILE = ROOT / "configs" / "cifar10_vgg16.toml"
+CONFIG_FILE = resolve_config("cifar10_vgg16")  # bundled: ttfs_plugin/configs/cifar10_vgg16.toml
 PAPER = tomllib.loads(CONFIG_FILE.read_text())
 for key, value in PAPER.items():
     print(f"{key:<13} {value}")
@@ -222,9 +224,9 @@ plot.spike_raster(sim, sample=0, max_neurons_per_layer=40)
 # ## At full scale
 #
 # ```bash
-# ttfs train --config configs/cifar10_vgg16.toml --data-dir data/ --download --out runs/c10
+# ttfs train --config cifar10_vgg16 --data-dir data/ --download --out runs/c10
 # ttfs train --resume --out runs/c10          # after an interruption
-# torchrun --nproc_per_node 4 -m ttfs_plugin train --config configs/cifar10_vgg16.toml \
+# torchrun --nproc_per_node 4 -m ttfs_plugin train --config cifar10_vgg16 \
 #          --data-dir data/ --out runs/c10-ddp
 # ```
 #

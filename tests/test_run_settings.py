@@ -240,3 +240,14 @@ def test_text_evaluate_names_the_backend_and_its_agreement(digits_checkpoint, ca
     assert main(["evaluate", str(digits_checkpoint), "--backend", "snntorch"]) == 0
     out = capsys.readouterr().out
     assert "backend snntorch" in out and "agreement" in out and "equal the surrogate" in out
+
+
+def test_configs_lists_the_bundled_configs_and_each_one_loads(capsys):
+    from ttfs_plugin.configs import list_configs
+
+    assert main(["configs"]) == 0
+    out = capsys.readouterr().out
+    for name in list_configs():
+        assert name in out
+        merged = settings("--config", name)  # typed and known keys, by its bundled name
+        assert merged["config"] == name

@@ -1,4 +1,4 @@
-"""The ``ttfs`` command: ``ttfs train``, ``evaluate``, ``export`` and ``plot``.
+"""The ``ttfs`` command: ``ttfs train``, ``evaluate``, ``export``, ``plot`` and ``configs``.
 
 Errors the user can fix (unknown names, bad values, missing data, damaged checkpoints) end the
 command with one line on stderr and exit status 2, never a traceback.
@@ -17,7 +17,7 @@ import torch
 
 from . import __version__
 from .checkpoint import find_checkpoint, load_checkpoint
-from .configs import resolve_config
+from .configs import list_configs, resolve_config
 from .data import DATASETS, SPLITS, add_data_arguments, dataset_options, default_model
 from .errors import CheckpointError, ConfigError, TTFSError
 from .metrics import evaluate
@@ -98,6 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--out", required=True, help="file to write")
     ex.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     add_plot_parser(sub)
+    sub.add_parser("configs", help="list the bundled training configs (ttfs train --config NAME)")
     return parser
 
 
@@ -303,6 +304,16 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _configs(args: argparse.Namespace) -> int:
+    """``ttfs configs``: each bundled config, its file and first comment line."""
+    for name in list_configs():
+        path = resolve_config(name)
+        first = next((line.lstrip("# ").strip() for line in path.read_text().splitlines()
+                      if line.startswith("#")), "")
+        print(f"{name:<18} {first}")
+    return 0
+
+
 def format_report(result: dict, title: str = "") -> str:
     """A human-readable table of accuracy and efficiency figures."""
     lines = [title] if title else []
@@ -439,7 +450,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         command = {"train": _train, "evaluate": _evaluate, "export": _export,
-                   "plot": run_plot}[args.command]
+                   "plot": run_plot, "configs": _configs}[args.command]
         return command(args)
     except TTFSError as exc:
         print(f"ttfs {args.command}: error: {exc}", file=sys.stderr)
