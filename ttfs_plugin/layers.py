@@ -138,7 +138,8 @@ def set_relaxation(network: nn.Module, probability: float,
 class InputEncoder(TTFSActivation):
     """Layer 0: input intensities (in [0, 1]) become first-spike times; never relaxed.
 
-    Checks what it is given: shape ``(N, *sample_shape)`` and finite values.
+    Checks what it is given (:func:`check_input`): shape ``(N, *sample_shape)``, a float tensor
+    of the encoder's dtype (bool is read as 0/1), finite values in ``[0, 1]``.
     """
 
     relaxable = False
@@ -149,15 +150,26 @@ class InputEncoder(TTFSActivation):
         self.sample_shape = tuple(int(s) for s in sample_shape)
 
     def forward(self, x: Tensor) -> Tensor:
-        check_input(x, self.sample_shape)
-        return super().forward(x)
+        return super().forward(check_input(x, self.sample_shape, self.kernel.tau.dtype))
 
     def extra_repr(self) -> str:
         return f"sample_shape={self.sample_shape}, " + super().extra_repr()
 
 
-def check_input(x: Tensor, sample_shape: tuple[int, ...]) -> None:
-    """Raise ``InputShapeError`` unless ``x`` is a finite float batch of ``sample_shape``."""
+#: The fix every range message names: how images become intensities in [0, 1].
+SCALE_HINT = ("scale images to [0, 1] with ToTensor() (or x.float() / 255 for uint8) and do not "
+              "mean/std-normalise")
+
+
+def check_input(x: Tensor, sample_shape: tuple[int, ...],
+                dtype: torch.dtype | None = None) -> Tensor:
+    """``x`` if it is a valid input batch of ``sample_shape``, else ``InputShapeError``.
+
+    Valid: a tensor of shape ``(N, *sample_shape)``; floating (of ``dtype`` when given) or bool
+    (returned as 0/1 of ``dtype``, or of the default dtype); finite; within ``[0, 1]``. Integer
+    tensors are refused (a uint8 image is 0…255: divide by 255). The value check is one pass
+    over ``x`` (:func:`check_intensities`).
+    """
     expected = "(N, " + ", ".join(str(s) for s in sample_shape) + ")"
     if not isinstance(x, Tensor):
         raise InputShapeError(
@@ -169,10 +181,33 @@ def check_input(x: Tensor, sample_shape: tuple[int, ...]) -> None:
         raise InputShapeError(
             f"input of shape {tuple(x.shape)} does not match the model's {expected}{hint}; "
             f"reshape it, e.g. x.view(-1, {', '.join(str(s) for s in sample_shape)})")
+    if x.dtype == torch.bool:
+        return x.to(dtype or torch.get_default_dtype())  # 0/1: in range by construction
     if not x.is_floating_point():
-        raise InputShapeError(f"input must be a float tensor scaled to [0, 1], got {x.dtype}")
-    if not torch.isfinite(x).all():
-        raise InputShapeError("input contains NaN or inf; clean or clip the data to [0, 1] first")
+        hint = ("x.float() / 255 (what ToTensor() does)" if x.dtype == torch.uint8 else
+                "x.float(), scaled to [0, 1]")
+        raise InputShapeError(f"input must be a float tensor scaled to [0, 1], got {x.dtype}; "
+                              f"convert it with {hint}")
+    if dtype is not None and x.dtype != dtype:
+        raise InputShapeError(f"input is {x.dtype} but the model is {dtype}; convert one of "
+                              f"them, e.g. x.to({dtype})")
+    check_intensities(x)
+    return x
+
+
+def check_intensities(x: Tensor, in_range: bool = True) -> None:
+    """Raise ``InputShapeError`` unless every value of the float tensor ``x`` is finite and (with
+    ``in_range``) within ``[0, 1]``. One ``aminmax`` pass and one host sync: NaN propagates into
+    both ends, so the two numbers say everything."""
+    if x.numel() == 0:
+        return
+    low, high = torch.stack(torch.aminmax(x.detach())).tolist()
+    if not (math.isfinite(low) and math.isfinite(high)):
+        raise InputShapeError(f"inputs contain NaN or inf (min {low:.4g}, max {high:.4g}); clean "
+                              f"the data (e.g. torch.nan_to_num) and {SCALE_HINT}")
+    if in_range and (low < 0 or high > 1):
+        raise InputShapeError(f"inputs must lie in [0, 1] (got min {low:.4g}, max {high:.4g}); "
+                              f"{SCALE_HINT}")
 
 
 class _TBBatchNorm:

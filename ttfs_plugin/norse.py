@@ -76,7 +76,9 @@ class TTFSParameters(NamedTuple):
     ``tau`` is clamped to ``TAU_MIN`` as in :class:`~ttfs_plugin.layers.TemporalKernel`);
     ``theta0`` initial threshold; ``method``, ``alpha`` Norse's surrogate gradient (backward
     only); ``norm`` an optional module applied to the integrated membrane when firing starts (a
-    TB batch norm); ``input_mode`` how layer 0 takes input (``"analog"`` or ``"spikes"``).
+    TB batch norm); ``input_mode`` how layer 0 takes input (``"analog"`` or ``"spikes"``);
+    ``check_range`` (layer 0) refuses analog input outside ``[0, 1]`` (NaN and inf are always
+    refused at layer 0).
     """
 
     layer_index: int
@@ -88,6 +90,7 @@ class TTFSParameters(NamedTuple):
     alpha: float = 100.0
     norm: nn.Module | None = None
     input_mode: str = "analog"
+    check_range: bool = False
 
 
 #: State of a TTFS neuron layer: ``mem``, ``fired`` (bool) and ``step`` (0-dim int64), all
@@ -122,8 +125,9 @@ def ttfs_feed_forward_step(input_tensor: Tensor, state: TTFSState | None, p: TTF
     ``mem >= thr[k]`` with ``thr = threshold_table(max(tau, TAU_MIN), td, T, theta0)``, once per
     neuron. Forward the rule is exact; backward a spike has the derivative of Norse's
     ``threshold(v, p.method, p.alpha)`` surrogate at ``v = mem - thr[k]``. Bool, int and sparse
-    inputs become dense floats of the parameters' dtype. TTFS time counts steps (``tau`` and
-    ``td`` are in steps), so ``dt`` must be 1.
+    inputs become dense floats of the parameters' dtype; layer 0 refuses a non-finite input at
+    step 0 (and, with ``p.check_range``, one outside ``[0, 1]``). TTFS time counts steps
+    (``tau`` and ``td`` are in steps), so ``dt`` must be 1.
     """
     if float(dt) != 1.0:
         raise ConfigError(f"dt={dt}: TTFS time counts steps (tau, td and T are in steps); "
@@ -140,7 +144,7 @@ def ttfs_feed_forward_step(input_tensor: Tensor, state: TTFSState | None, p: TTF
     method, alpha = p.method, p.alpha
     spike_fn = straight_through(lambda v: norse_threshold(v, method, alpha))
     return layer_step(x, state, int(p.layer_index), T, table, spike_fn, zeros=zeros, norm=p.norm,
-                      input_mode=check_input_mode(p.input_mode))
+                      input_mode=check_input_mode(p.input_mode), check_range=p.check_range)
 
 
 # --- modules ------------------------------------------------------------------------------------
@@ -165,18 +169,21 @@ class TTFSCell(SNNCell, NeuronBase):
     integrated membrane once, when firing starts: the TB batch norm of a natively built network,
     which :func:`ttfs_plugin.training.spike_proxy_loss` pairs with this cell. ``input_mode``
     (layer 0): ``"analog"`` impulse at step 0 or ``"spikes"`` (a first-spike train in window 0).
+    Layer 0 refuses NaN or inf at step 0; ``check_range=True`` (set on the input cell of
+    :func:`to_norse` and :func:`load`) also refuses values outside ``[0, 1]``.
     """
 
     def __init__(self, layer_index: int, T: int = 32, tau: float = 10.0, td: float = 0.0,
                  theta0: float = 1.0, method: str = "super", alpha: float = 100.0,
                  kernel: TemporalKernel | None = None, norm: nn.Module | None = None,
                  layer_name: str | None = None, input_mode: str = "analog",
-                 is_output: bool = False) -> None:
+                 is_output: bool = False, check_range: bool = False) -> None:
         super().__init__(activation=ttfs_feed_forward_step, state_fallback=_fresh_state,
                          p=None, dt=1.0, activation_sparse=ttfs_feed_forward_step)
         if kernel is None:
             kernel = TemporalKernel(T, tau, td, theta0)
-        self._init_neuron(layer_index, kernel, norm, layer_name, input_mode, is_output)
+        self._init_neuron(layer_index, kernel, norm, layer_name, input_mode, is_output,
+                          check_range)
         self.method = str(method)
         self.alpha = float(alpha)
 
@@ -185,7 +192,8 @@ class TTFSCell(SNNCell, NeuronBase):
         """The cell's :class:`TTFSParameters`, built from its kernel's current parameters."""
         k = self.kernel
         return TTFSParameters(self.layer_index, k.T, k.tau, k.td, k.theta0,
-                              self.method, self.alpha, self.norm, self.input_mode)
+                              self.method, self.alpha, self.norm, self.input_mode,
+                              self.check_range)
 
     @p.setter
     def p(self, value) -> None:
@@ -238,7 +246,8 @@ class ReadoutIntegrator(ReadoutBase):
 
 def _cell(stage: export.NeuronStage, method: str = "super", alpha: float = 100.0) -> TTFSCell:
     return TTFSCell(stage.index, kernel=stage.kernel, method=method, alpha=alpha,
-                    layer_name=stage.name, input_mode=stage.input_mode, is_output=stage.output)
+                    layer_name=stage.name, input_mode=stage.input_mode, is_output=stage.output,
+                    check_range=stage.index == 0)
 
 
 #: How the shared export builds Norse modules (one factory per stage kind). ``SequentialState``
@@ -264,6 +273,9 @@ def to_norse(model: nn.Module, method: str = "super", alpha: float = 100.0,
     steps); ``"spikes"``: a TTFS output layer whose first spike is the class (``(L+2)*T`` steps;
     its membrane, the logits, is ``state[-1].mem``). ``input_mode="analog"``: feed the image at
     step 0 and zeros after; ``"spikes"``: a first-spike train during the first ``T`` steps.
+    Like the surrogate, the converted network refuses an analog input that is not finite or not
+    within ``[0, 1]``, and one whose shape does not fit its first layer (an ``InputShapeError``
+    at step 0).
     """
     return export.convert(model, BACKEND, output, input_mode, method=method, alpha=alpha)
 

@@ -99,6 +99,8 @@ class TTFSNeuron(snn.Leaky, NeuronBase):
     integrated membrane once, when firing starts: the TB batch norm of a natively built network,
     which :func:`ttfs_plugin.training.spike_proxy_loss` pairs with this neuron. ``input_mode``
     (layer 0): ``"analog"`` impulse at step 0 or ``"spikes"`` (a first-spike train in window 0).
+    Layer 0 refuses NaN or inf at step 0; ``check_range=True`` (set on the input layer of
+    :func:`to_snntorch` and :func:`load`) also refuses values outside ``[0, 1]``.
     ``tau`` and ``td`` are ``nn.Parameter`` s of ``neuron.kernel``. Unlike other snnTorch neurons
     it is not added to snnTorch's global instance list.
     """
@@ -111,7 +113,7 @@ class TTFSNeuron(snn.Leaky, NeuronBase):
                  learn_graded_spikes_factor: bool = False, threshold: float | None = None,
                  kernel: TemporalKernel | None = None, norm: nn.Module | None = None,
                  layer_name: str | None = None, input_mode: str = "analog",
-                 is_output: bool = False) -> None:
+                 is_output: bool = False, check_range: bool = False) -> None:
         _refuse("inhibition", inhibition, False, "a TTFS layer has no winner-take-all")
         _refuse("learn_threshold", learn_threshold, False,
                 "theta0 is fixed; tau and td are the trainable kernel parameters")
@@ -133,7 +135,8 @@ class TTFSNeuron(snn.Leaky, NeuronBase):
         snn.SpikingNeuron.instances.remove(self)  # no global registry: see reset()
         if kernel is None:
             kernel = TemporalKernel(T, tau, td, theta0)
-        self._init_neuron(layer_index, kernel, norm, layer_name, input_mode, is_output)
+        self._init_neuron(layer_index, kernel, norm, layer_name, input_mode, is_output,
+                          check_range)
         self.state: NeuronState | None = None
 
     # snnTorch keeps ``threshold`` and ``mem`` as buffers; here they are the kernel's theta0 and
@@ -295,7 +298,7 @@ def reset(net: nn.Module) -> nn.Module:
 def _neuron(stage: export.NeuronStage, spike_grad=None) -> TTFSNeuron:
     return TTFSNeuron(stage.index, kernel=stage.kernel, spike_grad=spike_grad, init_hidden=True,
                       output=stage.output, layer_name=stage.name, input_mode=stage.input_mode,
-                      is_output=stage.output)
+                      is_output=stage.output, check_range=stage.index == 0)
 
 
 def _sequential(modules: list[tuple[str, nn.Module]]) -> nn.Sequential:
@@ -326,7 +329,9 @@ def to_snntorch(model: nn.Module, spike_grad=None, output: str = "membrane",
     output spike is the class (``(L+2)*T`` steps), for ``snntorch.functional``'s temporal losses
     and ``snntorch.backprop``. ``input_mode="analog"``: feed the image at step 0 and zeros after;
     ``"spikes"``: feed a first-spike train during the first ``T`` steps
-    (:func:`input_spike_train`).
+    (:func:`input_spike_train`). Like the surrogate, the converted network refuses an analog
+    input that is not finite or not within ``[0, 1]``, and one whose shape does not fit its first
+    layer (an ``InputShapeError`` at step 0).
     """
     return export.convert(model, BACKEND, output, input_mode, spike_grad=spike_grad)
 

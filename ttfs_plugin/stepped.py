@@ -16,11 +16,14 @@ drops its state at its next call. So a network whose hidden state nobody reset (
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor, nn
 
+from .errors import InputShapeError
 from .export import ExportError, MaxPoolStage, NeuronStage, ReadoutStage, SynapseStage
-from .layers import TemporalKernel
+from .layers import TemporalKernel, check_intensities
 from .timestep import (
     NeuronState,
     PoolState,
@@ -91,11 +94,17 @@ class NeuronBase(Stepped):
     first-spike train during window 0 (see :data:`ttfs_plugin.timestep.INPUT_MODES`).
     ``norm`` (optional, e.g. a TB batch norm) normalises the integrated membrane once, when
     firing starts; ``output=True`` marks the spiking output layer.
+
+    Layer 0 refuses a non-finite analog input at step 0; with ``check_range`` (what
+    ``to_snntorch`` / ``to_norse`` / ``load`` give the input layer, the surrogate's own input
+    contract) also values outside ``[0, 1]``. Without it, a hand-built layer 0 integrates any
+    finite value (the clipped and pruned regions of the encoder).
     """
 
     def _init_neuron(self, layer_index: int, kernel: TemporalKernel,
                      norm: nn.Module | None = None, layer_name: str | None = None,
-                     input_mode: str = "analog", is_output: bool = False) -> None:
+                     input_mode: str = "analog", is_output: bool = False,
+                     check_range: bool = False) -> None:
         """Set up the neuron (called from the adapter class's ``__init__``, after its
         framework base, so that cooperative ``__init__`` chains stay argument-free)."""
         self.layer_index = int(layer_index)
@@ -107,6 +116,9 @@ class NeuronBase(Stepped):
         self.input_mode = check_input_mode(input_mode)
         if self.input_mode != "analog" and self.layer_index != 0:
             raise ValueError("input_mode applies to layer 0 (the input layer) only")
+        self.check_range = bool(check_range)
+        if self.check_range and self.layer_index != 0:
+            raise ValueError("check_range applies to layer 0 (the input layer) only")
         self.is_output = bool(is_output)
 
     def firing_floor(self) -> Tensor:
@@ -123,7 +135,7 @@ class NeuronBase(Stepped):
         return layer_step(x, state, self.layer_index, self.kernel.T, self.kernel.thresholds,
                           self.spike_function(),
                           zeros=self._zeros_like(x.shape, x), norm=self.norm,
-                          input_mode=self.input_mode)
+                          input_mode=self.input_mode, check_range=self.check_range)
 
     def starts_new_run(self, x: Tensor, state: NeuronState | None) -> bool:
         """For the input layer: does ``x`` start a new run (new shape, or input after the end)?"""
@@ -145,6 +157,7 @@ class NeuronBase(Stepped):
 
     def extra_repr(self) -> str:
         extra = f", input_mode={self.input_mode!r}" if self.input_mode != "analog" else ""
+        extra += ", check_range=True" if self.check_range else ""
         extra += ", output layer" if self.is_output else ""
         return f"layer_index={self.layer_index}{extra}"
 
@@ -188,14 +201,79 @@ class SynapseBase(Stepped):
         return current, SynapseState(next_step(step))
 
     def _output_shape(self, spikes: Tensor) -> torch.Size:
+        """Shape of ``op(spikes)``, from a one-sample probe whenever the input shape changes
+        (at step 0 of a run: so a wrong input shape is an ``InputShapeError`` there)."""
         key = tuple(spikes.shape)
         if getattr(self, "_shape_key", None) != key:
+            self._check_fits(spikes)
             with torch.no_grad():
                 probe = torch.zeros(1, *spikes.shape[1:], dtype=self.kernel.tau.dtype,
                                     device=spikes.device)
-                self._keep("_shape", self.op(probe).shape[1:])
+                try:
+                    out = self.op(probe)
+                except RuntimeError as exc:  # a shape the checks above do not foresee
+                    detail = str(exc).strip().splitlines()[0] if str(exc).strip() else "error"
+                    raise self._misfit(spikes, f"does not fit {{layer}} ({detail})") from None
+                self._keep("_shape", out.shape[1:])
             self._keep("_shape_key", key)
         return torch.Size((spikes.shape[0], *self._shape))
+
+    def _op_parts(self) -> list[nn.Module]:
+        parts = list(self.op) if isinstance(self.op, nn.Sequential) else [self.op]
+        return [m for m in parts if not isinstance(m, (nn.Identity, nn.Dropout))]
+
+    def _check_fits(self, spikes: Tensor) -> None:
+        """``InputShapeError`` when ``spikes`` cannot be what ``op`` 's first layer takes: the
+        rank, the channels of a ``Conv2d``, the values per sample of a (flattened) ``Linear``."""
+        shape = tuple(spikes.shape)
+        if len(shape) < 2:
+            raise self._misfit(spikes, "has no batch dimension; feed a batch (B, ...), e.g. "
+                                       "x.unsqueeze(0)")
+        parts = self._op_parts()
+        pooled = any(isinstance(m, nn.AvgPool2d) for m in parts)
+        rest = [m for m in parts if not isinstance(m, nn.AvgPool2d)]
+        first = rest[0] if rest else None
+        if isinstance(first, nn.Conv2d):
+            c = first.in_channels
+            if len(shape) != 4:
+                raise self._misfit(
+                    spikes, f"is {len(shape)}-D where {{layer}} takes (B, {c}, H, W); add the "
+                    "missing dimension (x.unsqueeze(1) for a batch of one-channel images, "
+                    "x.unsqueeze(0) for one image)")
+            if shape[1] != c:
+                raise self._misfit(spikes, f"has {shape[1]} channels where {{layer}} expects "
+                                           f"{c}; feed (B, {c}, H, W)")
+        elif (isinstance(first, nn.Flatten) and first.start_dim == 1 and first.end_dim == -1
+              and not pooled and len(rest) > 1 and isinstance(rest[1], nn.Linear)):
+            values, wanted = math.prod(shape[1:]), rest[1].in_features
+            if values != wanted:
+                raise self._misfit(spikes, f"has {values} values per sample where {{layer}} "
+                                           f"takes {wanted}{{hint}}")
+        elif isinstance(first, nn.Linear) and not pooled and shape[-1] != first.in_features:
+            raise self._misfit(spikes, f"has {shape[-1]} features (last dimension) where "
+                                       f"{{layer}} takes {first.in_features}")
+
+    def _misfit(self, spikes: Tensor, problem: str) -> InputShapeError:
+        """The error for ``spikes`` that do not fit ``op`` (``{layer}`` in ``problem`` names
+        it): worded for the network's input at the first synapse, for a hidden layer's spikes
+        elsewhere (most likely an input image of another size than the network's)."""
+        kinds = [type(m).__name__ for m in self._op_parts()]
+        weights = [i for i, k in enumerate(kinds) if k in ("Conv2d", "Linear")]
+        op = ""
+        if weights:
+            i = weights[0]
+            op = f" ({kinds[i]}" + (f" after {', '.join(kinds[:i])})" if i else ")")
+        shape = tuple(spikes.shape)
+        if self.source_index == 0:
+            return InputShapeError(
+                f"input of shape {shape} "
+                + problem.replace("{layer}", f"the network's first layer{op}")
+                .replace("{hint}", "; check the channel count and image size"))
+        name = f"{self.layer_name or f'synapse {self.source_index}'}{op}"
+        hint = "; is the input image of the size the network was built for?"
+        return InputShapeError(
+            f"the output of layer {self.source_index} (shape {shape}) "
+            + problem.replace("{layer}", name).replace("{hint}", "") + hint)
 
     @classmethod
     def from_stage(cls, stage: SynapseStage, **_):
@@ -308,7 +386,11 @@ def input_spike_train(x: Tensor, net: nn.Module) -> Tensor:
     if first is None:
         raise ValueError("the network has no input layer (a TTFS neuron with layer_index=0)")
     T = first.kernel.T
+    if not isinstance(x, Tensor):
+        raise InputShapeError(f"expected a torch.Tensor, got {type(x).__name__}")
+    intensities = as_current(x, first.kernel.tau.dtype)
+    check_intensities(intensities, first.check_range)  # as the analog input layer would
     with torch.no_grad():
-        times = encode(x.to(first.kernel.tau.dtype), first.kernel.thresholds())
+        times = encode(intensities, first.kernel.thresholds())
     steps = torch.arange(T, device=x.device).view(T, *([1] * x.dim()))
     return (times.unsqueeze(0) == steps).to(x.dtype if x.is_floating_point() else torch.float32)

@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .errors import InputShapeError
+from .layers import check_intensities
 
 SpikeFn = Callable[[Tensor], Tensor]
 
@@ -176,7 +177,8 @@ def _timing_error(step: int, T: int, input_mode: str) -> InputTimingError:
 def neuron_step(current: Tensor, state: NeuronState, layer_index: int, thresholds: Tensor,
                 spike_fn: SpikeFn = heaviside, zeros: Tensor | None = None,
                 norm: Callable[[Tensor], Tensor] | None = None,
-                input_mode: str = "analog") -> tuple[Tensor, NeuronState]:
+                input_mode: str = "analog", check_range: bool = False
+                ) -> tuple[Tensor, NeuronState]:
     """One step of a TTFS neuron layer; returns ``(spikes, new_state)``.
 
     Integrate window (``w == layer_index``): ``mem += current``. Fire window
@@ -185,9 +187,12 @@ def neuron_step(current: Tensor, state: NeuronState, layer_index: int, threshold
     integrated membrane, at the first step of the fire window. ``zeros`` (optional) is returned
     as the spike tensor of silent steps, saving an allocation.
 
-    Layer 0 checks when its input arrives (:data:`INPUT_MODES`): analog, ``mem = x`` at step 0;
-    spikes, a spike at local time ``k`` of window 0 sets ``mem = thr[k]``, so the layer fires at
-    exactly ``k`` in window 1 (a train made by ``encode`` gives the analog result bit for bit).
+    Layer 0 checks when its input arrives (:data:`INPUT_MODES`): analog, ``mem = x`` at step 0,
+    where ``x`` must be finite, and with ``check_range`` (the input layer of a converted or
+    loaded network) within ``[0, 1]`` (one pass over ``x``, once per run); spikes, a spike at
+    local time ``k`` of window 0 sets ``mem = thr[k]``, so the layer fires at exactly ``k`` in
+    window 1 (a train made by ``encode`` gives the analog result bit for bit; values other than
+    0/1 are refused).
 
     Backward, a spike has ``spike_fn`` 's derivative at ``v = mem - thr[k]`` whenever ``v``
     needs a gradient (through the membrane or through ``tau``, ``td`` in the table), whatever
@@ -199,6 +204,8 @@ def neuron_step(current: Tensor, state: NeuronState, layer_index: int, threshold
     mem, fired = state.mem, state.fired
     if layer_index == 0:
         check_input_timing(current, step, T, input_mode)
+        if step == 0 and input_mode == "analog" and not is_silent(current):
+            check_intensities(current, check_range)  # once per run, where the input arrives
     if window == layer_index + 1:
         if k == 0 and norm is not None:
             mem = norm(mem)
@@ -224,7 +231,8 @@ def neuron_step(current: Tensor, state: NeuronState, layer_index: int, threshold
 def layer_step(current: Tensor, state: NeuronState, layer_index: int, T: int,
                thresholds: Callable[[], Tensor], spike_fn: SpikeFn = heaviside,
                zeros: Tensor | None = None, norm: Callable[[Tensor], Tensor] | None = None,
-               input_mode: str = "analog") -> tuple[Tensor, NeuronState]:
+               input_mode: str = "analog", check_range: bool = False
+               ) -> tuple[Tensor, NeuronState]:
     """:func:`neuron_step` that does no work outside the layer's two windows: ``thresholds``
     (a callable, e.g. ``kernel.thresholds``, of a table of length ``T``) is built only when the
     layer is active."""
@@ -240,7 +248,7 @@ def layer_step(current: Tensor, state: NeuronState, layer_index: int, T: int,
         return (zeros if zeros is not None else torch.zeros_like(state.mem),
                 state._replace(step=next_step(state.step)))
     return neuron_step(current, state, layer_index, thresholds(), spike_fn, zeros, norm,
-                       input_mode)
+                       input_mode, check_range)
 
 
 def _receive_spikes(spikes: Tensor, mem: Tensor, threshold: Tensor, step: int) -> Tensor:

@@ -37,7 +37,11 @@ class TTFSNetwork(nn.Sequential):
         self.config = config
 
     def forward(self, x: Tensor) -> Tensor:
-        check_input(x, self.config.in_shape)
+        """Logits of the batch ``x``: shape ``(N, *config.in_shape)``, float (bool is read as
+        0/1), finite, within ``[0, 1]`` (checked once, by the input encoder when there is one:
+        :func:`ttfs_plugin.layers.check_input`)."""
+        if not isinstance(self[0], InputEncoder):  # the plain DNN twin: no encoder to check
+            x = check_input(x, self.config.in_shape, _dtype_of(self))
         return super().forward(x)
 
     def spiking_layers(self) -> list[tuple[str, nn.Module]]:
@@ -53,6 +57,10 @@ class TTFSNetwork(nn.Sequential):
     @property
     def is_spiking(self) -> bool:
         return self.config.activation == "ttfs"
+
+
+def _dtype_of(module: nn.Module) -> torch.dtype | None:
+    return next((p.dtype for p in module.parameters()), None)
 
 
 def build_network(config: NetworkConfig) -> TTFSNetwork:
