@@ -21,7 +21,7 @@ def configurations(tb_weights: tuple[float, float], sr_target: int) -> list[tupl
     out = []
     for name, tb in (("sm", None), ("sm+sr", None), ("sm+sr+tr", None),
                      ("sm+sr+tr+tb", tb_weights[0]), ("sm+sr+tr+tb", tb_weights[1])):
-        p = get_preset(name)
+        p = get_preset(name).settings()
         if p["sr_target"] is None:  # the preset's "a quarter of the epochs"
             p["sr_target"] = sr_target
         if tb is not None:

@@ -119,11 +119,11 @@ for name in PRESETS:
     preset = get_preset(name)
     seed_everything(0)
     net = small_cnn(num_classes=data.num_classes, in_shape=data.in_shape, channels=CHANNELS,
-                    hidden=HIDDEN, T=T, tau0=TAU0, td0=td_for_x_max(preset["x_max0"], TAU0))
+                    hidden=HIDDEN, T=T, tau0=TAU0, td0=td_for_x_max(preset.x_max0, TAU0))
     config = TrainConfig(epochs=EPOCHS, batch_size=64 if SMALL else 128,
-                         sr_target=SR_TARGET if preset["sr_target"] is None else 0,
-                         reg_start=REG_START, lambda_tr=preset["lambda_tr"],
-                         lambda_tb=preset["lambda_tb"])
+                         sr_target=SR_TARGET if preset.sr_target is None else 0,
+                         reg_start=REG_START, lambda_tr=preset.lambda_tr,
+                         lambda_tb=preset.lambda_tb)
     snapshots = [plot.kernel_snapshot(net)]
     start = time.perf_counter()
     history = fit(net, train, val, config, progress=False,
