@@ -251,3 +251,12 @@ def test_configs_lists_the_bundled_configs_and_each_one_loads(capsys):
         assert name in out
         merged = settings("--config", name)  # typed and known keys, by its bundled name
         assert merged["config"] == name
+
+
+def test_docs_usage_lists_every_train_flag():
+    """The flags are generated from the dataclass fields; the usage table must name each."""
+    train = cli._subparser(cli.build_parser(), "train")
+    text = (Path(__file__).resolve().parents[1] / "docs" / "usage.md").read_text()
+    missing = [o for a in train._actions for o in a.option_strings
+               if o.startswith("--") and o != "--help" and f"`{o}`" not in text]
+    assert not missing, f"docs/usage.md does not list {missing}"
