@@ -260,3 +260,20 @@ def test_docs_usage_lists_every_train_flag():
     missing = [o for a in train._actions for o in a.option_strings
                if o.startswith("--") and o != "--help" and f"`{o}`" not in text]
     assert not missing, f"docs/usage.md does not list {missing}"
+
+
+def test_export_and_plot_into_an_impossible_place_is_one_line(digits_checkpoint, tmp_path,
+                                                              capsys):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    for argv in (["export", str(digits_checkpoint), "--backend", "nir", "--out",
+                  str(blocker / "net.nir")],
+                 ["export", str(digits_checkpoint), "--backend", "snntorch", "--out",
+                  str(blocker / "net.pt")],
+                 ["plot", str(digits_checkpoint), "--out", str(blocker / "plots")]):
+        if argv[0] == "plot":
+            pytest.importorskip("matplotlib")
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err.strip()
+        assert err.startswith(f"ttfs {argv[0]}: error:") and len(err.splitlines()) == 1, err
+    assert blocker.read_text() == "not a folder"
