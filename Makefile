@@ -4,7 +4,7 @@ PYTHON ?= python3
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.ttfs-installed
 
-.PHONY: demo test setup lint clean docs docs-serve notebooks
+.PHONY: demo test setup lint typecheck clean docs docs-serve notebooks
 
 setup: $(STAMP)
 
@@ -19,10 +19,15 @@ $(STAMP): pyproject.toml requirements-pinned.txt requirements-docs.txt
 demo: $(STAMP)
 	$(VENV)/bin/ttfs train --dataset digits --epochs 30 --out runs/demo --overwrite
 
+# The type check runs first: a type error fails `make test` (and CI) before pytest starts.
 # pytest exits 5 when it collects no tests: that fails here too ("no tests ran" is red).
-test: $(STAMP)
+test: typecheck
 	$(PY) -m pytest -q; status=$$?; \
 	if [ $$status -eq 5 ]; then echo "make test: no tests ran" >&2; fi; exit $$status
+
+# mypy over the package, as configured in pyproject.toml ([tool.mypy]).
+typecheck: $(STAMP)
+	$(VENV)/bin/mypy ttfs_plugin
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check ttfs_plugin tests examples benchmarks
@@ -39,4 +44,4 @@ notebooks: $(STAMP)
 	for f in examples/[0-9][0-9]_*.py; do SMALL=1 $(VENV)/bin/jupytext --to ipynb --execute $$f || exit 1; done
 
 clean:
-	rm -rf runs .pytest_cache site
+	rm -rf runs .pytest_cache .mypy_cache site

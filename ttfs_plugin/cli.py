@@ -121,7 +121,7 @@ def _train(args: argparse.Namespace) -> int:
                       log_epochs=not settings["quiet"], run=run, resume_from=resume_from,
                       metadata=meta, dist_ctx=ctx)
         wall = time.perf_counter() - start
-        if not ctx.is_main:
+        if run is None:  # not the main process (ctx.is_main is False)
             return 0
         network.cpu()
         result = evaluate(network, batches(data.val, 512))
@@ -416,9 +416,9 @@ def read_config(path: str, parser: argparse.ArgumentParser | None = None) -> dic
     """Typed settings from a TOML file (keys are flag names, with ``-`` or ``_``), or from a
     bundled config by name. A bool is not a number, a string is not a bool, 2.7 is not an int:
     each is one clear error."""
-    try:
+    if sys.version_info >= (3, 11):
         import tomllib
-    except ImportError:  # Python 3.10
+    else:  # Python 3.10
         import tomli as tomllib
     parser = parser or _subparser(build_parser(), "train")
     file = resolve_config(path)

@@ -25,14 +25,15 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, ClassVar
+from typing import Callable, ClassVar, cast
 
 import torch
 from torch import Tensor, nn
+from torch.nn.modules.batchnorm import _BatchNorm
 
 from .errors import CheckpointError, ConfigError, TTFSError
 from .layers import InputEncoder, TemporalKernel, TTFSActivation
-from .roles import exportable_modules
+from .roles import Exportable, exportable_modules
 from .timestep import INPUT_MODES, check_input_mode
 
 OUTPUT_MODES = ("membrane", "spikes")
@@ -147,13 +148,15 @@ STAGE_KINDS: dict[str, type[Stage]] = {
 
 # --- linear ops inside a synapse: a table of codecs ---------------------------------------------
 
+def _conv2d_fields(m: nn.Conv2d) -> dict:
+    return {"in_channels": m.in_channels, "out_channels": m.out_channels,
+            "kernel_size": list(m.kernel_size), "stride": list(m.stride),
+            "padding": list(m.padding), "dilation": list(m.dilation), "groups": m.groups,
+            "bias": False}
+
+
 _OP_CODECS: dict[type, tuple[str, Callable[[nn.Module], dict]]] = {
-    nn.Conv2d: ("Conv2d", lambda m: {"in_channels": m.in_channels,
-                                     "out_channels": m.out_channels,
-                                     "kernel_size": list(m.kernel_size),
-                                     "stride": list(m.stride), "padding": list(m.padding),
-                                     "dilation": list(m.dilation), "groups": m.groups,
-                                     "bias": False}),
+    nn.Conv2d: ("Conv2d", lambda m: _conv2d_fields(cast(nn.Conv2d, m))),
     nn.Linear: ("Linear", lambda m: {"in_features": m.in_features,
                                      "out_features": m.out_features, "bias": False}),
     nn.AvgPool2d: ("AvgPool2d", lambda m: {"kernel_size": m.kernel_size, "stride": m.stride,
@@ -186,7 +189,8 @@ def build_op(description: list) -> nn.Module:
 # --- the graph walk -----------------------------------------------------------------------------
 
 
-def fold_batch_norm(op: nn.Module, bn: nn.Module | None) -> tuple[nn.Module, Tensor | None]:
+def fold_batch_norm(op: nn.Conv2d | nn.Linear, bn: _BatchNorm | None
+                    ) -> tuple[nn.Module, Tensor | None]:
     """A bias-free copy of ``op`` with ``bn`` folded in, and the folded bias.
 
     ``bn(op(x)) = s * (W x + b - mean) + beta`` with ``s = gamma / sqrt(var + eps)``
@@ -196,14 +200,15 @@ def fold_batch_norm(op: nn.Module, bn: nn.Module | None) -> tuple[nn.Module, Ten
     weight = folded.weight.detach().clone()
     bias = folded.bias.detach().clone() if folded.bias is not None else None
     if bn is not None:
-        if bn.running_mean is None:
+        running_mean, running_var = bn.running_mean, bn.running_var
+        if running_mean is None or running_var is None:
             raise ExportError(f"{type(bn).__name__} without running statistics cannot be "
                               "folded; build it with track_running_stats=True")
-        scale = bn.running_var.rsqrt() if bn.eps == 0 else (bn.running_var + bn.eps).rsqrt()
+        scale = running_var.rsqrt() if bn.eps == 0 else (running_var + bn.eps).rsqrt()
         if bn.affine:
             scale = scale * bn.weight.detach()
-        base = bias if bias is not None else torch.zeros_like(bn.running_mean)
-        bias = scale * (base - bn.running_mean)
+        base = bias if bias is not None else torch.zeros_like(running_mean)
+        bias = scale * (base - running_mean)
         if bn.affine:
             bias = bias + bn.bias.detach()
         weight = weight * scale.view(-1, *([1] * (weight.dim() - 1)))
@@ -232,7 +237,8 @@ class _Planner:
         self.layer = -1  # index of the last neuron layer
         self.kernel: TemporalKernel | None = None  # its (copied) kernel
         self.pending: list[nn.Module] = []  # linear modules between a neuron and a weight op
-        self.weight: tuple[str, nn.Module, nn.Module | None] | None = None
+        # the weight op waiting for its neuron, and the batch norm folded into it
+        self.weight: tuple[str, nn.Conv2d | nn.Linear, _BatchNorm | None] | None = None
 
     def flush_synapse(self) -> None:
         assert self.weight is not None and self.kernel is not None
@@ -257,7 +263,7 @@ class _Planner:
         mode = self.input_mode if self.layer == 0 else "analog"
         self.stages.append(NeuronStage(name, self.layer, self.kernel, mode))
 
-    def weight_op(self, name: str, module: nn.Module) -> None:
+    def weight_op(self, name: str, module: nn.Conv2d | nn.Linear) -> None:
         if isinstance(module, nn.Conv2d) and (isinstance(module.padding, str)
                                               or module.padding_mode != "zeros"):
             raise ExportError(f"{name}: only Conv2d with integer zero padding can be exported "
@@ -267,7 +273,7 @@ class _Planner:
             raise ExportError(f"{name}: two weight ops without a TTFS neuron between them")
         self.weight = (name, module, None)
 
-    def batch_norm(self, name: str, module: nn.Module) -> None:
+    def batch_norm(self, name: str, module: _BatchNorm) -> None:
         if self.weight is None or self.weight[2] is not None:
             raise ExportError(f"{name}: batch norm must directly follow a Conv2d/Linear")
         self.weight = (self.weight[0], self.weight[1], module)
@@ -337,6 +343,7 @@ def plan_network(network: nn.Module, output: str = "membrane",
         raise ExportError("the network must end with an output weight op (Linear) whose "
                           "membrane gives the logits")
     planner.flush_synapse()
+    assert planner.kernel is not None  # flush_synapse has checked it
     L = planner.layer + 1
     if output == "membrane":
         planner.stages.append(ReadoutStage("readout", L))
@@ -386,7 +393,7 @@ def convert(model: nn.Module, backend: Backend, output: str = "membrane",
 
 def stages_of(net: nn.Module) -> list[Stage]:
     """The stages a built network describes (every module of the plugin, in order)."""
-    stages = [m.to_stage() for m in exportable_modules(net)]
+    stages = [cast(Exportable, m).to_stage() for m in exportable_modules(net)]
     if not stages:
         raise ExportError("the network holds none of the plugin's time-stepped modules")
     return stages

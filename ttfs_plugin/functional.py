@@ -40,7 +40,7 @@ class _TTFSActivation(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, z, tau, td, T, theta0, grad_mode):  # type: ignore[override]
+    def forward(ctx, z, tau, td, T, theta0, grad_mode):
         t = encode(z, threshold_table(tau, td, T, theta0))
         x = decode(t, kernel_table(tau, td, T).to(z.dtype))
         ctx.save_for_backward(z, x, t.to(_spike_time_dtype(T)), tau, td)
@@ -48,7 +48,7 @@ class _TTFSActivation(torch.autograd.Function):
         return x
 
     @staticmethod
-    def backward(ctx, grad_x):  # type: ignore[override]
+    def backward(ctx, grad_x):
         z, x, t_small, tau, td = ctx.saved_tensors
         T, theta0 = ctx.T, ctx.theta0
         tau_z, td_z = tau.to(z.dtype), td.to(z.dtype)
@@ -132,7 +132,8 @@ def relaxation_probability(epoch: int, target_epoch: int) -> float:
     return max(0.0, 1.0 - (epoch + 1) / target_epoch)
 
 
-def kernel_regularisation(tau: Tensor, td: Tensor, tau0: float, td0: float) -> Tensor:
+def kernel_regularisation(tau: Tensor, td: Tensor, tau0: Tensor | float, td0: Tensor | float
+                          ) -> Tensor:
     """One layer's term of ``L_TR``: ``(tau - tau0)^2 + (td - td0)^2``."""
     return (tau - tau0) ** 2 + (td - td0) ** 2
 

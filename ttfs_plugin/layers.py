@@ -15,6 +15,7 @@ global registry and no ``isinstance`` list: adapters for other frameworks follow
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -38,6 +39,9 @@ class TemporalKernel(nn.Module):
     left untouched so the kernel regulariser, which acts on it directly, can pull it back.
     ``tau0`` and ``td0`` (the initial values, the centre of ``L_TR``) are saved as buffers.
     """
+
+    tau0: Tensor  # buffers, registered in __init__
+    td0: Tensor
 
     def __init__(self, T: int = 32, tau: float = 10.0, td: float = 0.0, theta0: float = 1.0,
                  trainable: bool = True) -> None:
@@ -131,8 +135,9 @@ def set_relaxation(network: nn.Module, probability: float,
     keeps the ranks in step) of every TTFS neuron in ``network``, whatever holds it."""
     for module in network.modules():
         if hasattr(module, "relax_probability"):
-            module.relax_probability = float(probability)
-            module.relax_generator = generator
+            holder: Any = module  # any module with the attribute, not only TTFSActivation
+            holder.relax_probability = float(probability)
+            holder.relax_generator = generator
 
 
 class InputEncoder(TTFSActivation):
@@ -214,6 +219,10 @@ class _TBBatchNorm:
     """Mixin: remembers positions per channel and turns (gamma, beta) into expected spikes."""
 
     positions: int | None = None
+    # from the nn.BatchNorm1d / nn.BatchNorm2d this is mixed into
+    affine: bool
+    weight: nn.Parameter
+    bias: nn.Parameter
 
     def _remember_positions(self, x: Tensor) -> None:
         self.positions = int(math.prod(x.shape[2:])) if x.dim() > 2 else 1

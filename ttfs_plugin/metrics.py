@@ -13,6 +13,7 @@ neurons, ``T_total = (L+1)*T`` with ``L`` spiking layers:
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -76,8 +77,8 @@ def efficiency_figures(layers: list[dict], T: int,
     ]
     spikes = sum(layer["spikes_per_sample"] for layer in layers)
     neurons = sum(layer["neurons"] for layer in layers)
-    energy = {hw: normalised_energy(spikes, time_steps, reference, *coeffs)
-              for hw, coeffs in HARDWARE_COEFFICIENTS.items()}
+    energy: dict[str, object] = {hw: normalised_energy(spikes, time_steps, reference, *coeffs)
+                                 for hw, coeffs in HARDWARE_COEFFICIENTS.items()}
     energy["reference"] = {"name": reference.name, "spikes": reference.spikes,
                            "time_steps": reference.time_steps}
     return {
@@ -107,7 +108,8 @@ class SpikeCounter:
         self._handles: list = []
 
     def __enter__(self) -> "SpikeCounter":
-        for name, module in self.network.named_modules():
+        modules: Iterator[tuple[str, nn.Module]] = self.network.named_modules()
+        for name, module in modules:
             if isinstance(module, Counting):
                 self._handles.append(module.register_forward_hook(self._hook(name)))
         return self

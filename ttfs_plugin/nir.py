@@ -25,6 +25,7 @@ import os
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import torch
@@ -178,6 +179,11 @@ def _free(name: str, taken: set[str]) -> str:
 def _pair(value) -> list[int]:
     values = np.asarray(value).reshape(-1)
     return [int(values[0])] * 2 if values.size == 1 else [int(v) for v in values]
+
+
+def _pair2(value) -> tuple[int, int]:
+    """:func:`_pair` as the tuple torch's 2-d modules take (a NIR 2-d field has two values)."""
+    return cast("tuple[int, int]", tuple(_pair(value)))
 
 
 def to_nir(source: nn.Module, input_shape: Sequence[int] | None = None, *,
@@ -368,15 +374,15 @@ def _kernel(meta: dict, where: str) -> TemporalKernel:
 def _weight_module(name: str, node, pending: list[nn.Module]) -> tuple[nn.Module, Tensor]:
     if isinstance(node, nir.Affine):
         weight = torch.from_numpy(np.asarray(node.weight).copy())
-        op: nn.Module = nn.Linear(weight.shape[1], weight.shape[0], bias=False)
+        op: nn.Linear | nn.Conv2d = nn.Linear(weight.shape[1], weight.shape[0], bias=False)
     elif isinstance(node, nir.Conv2d):
         weight = torch.from_numpy(np.asarray(node.weight).copy())
         if isinstance(node.padding, str):
             raise NIRFormatError(f"node {name!r}: padding {node.padding!r} is not supported; "
                                  "a TTFS synapse uses integer padding")
         op = nn.Conv2d(weight.shape[1] * int(node.groups), weight.shape[0],
-                       tuple(weight.shape[-2:]), stride=tuple(_pair(node.stride)),
-                       padding=tuple(_pair(node.padding)), dilation=tuple(_pair(node.dilation)),
+                       (weight.shape[-2], weight.shape[-1]), stride=_pair2(node.stride),
+                       padding=_pair2(node.padding), dilation=_pair2(node.dilation),
                        groups=int(node.groups), bias=False)
     else:
         raise NIRFormatError(f"node {name!r}: a synapse ends in an Affine or Conv2d, not "
@@ -392,7 +398,7 @@ def _part_module(name: str, node) -> nn.Module:
     if isinstance(node, nir.AvgPool2d):
         if np.any(np.asarray(node.padding) != 0):
             raise NIRFormatError(f"node {name!r}: avg-pooling with padding is not supported")
-        return nn.AvgPool2d(tuple(_pair(node.kernel_size)), tuple(_pair(node.stride)))
+        return nn.AvgPool2d(_pair2(node.kernel_size), _pair2(node.stride))
     if isinstance(node, nir.Flatten):
         start, end = (d + 1 if d >= 0 else d for d in (node.start_dim, node.end_dim))
         return nn.Flatten(start, end)

@@ -178,8 +178,9 @@ class TTFSCell(SNNCell, NeuronBase):
                  kernel: TemporalKernel | None = None, norm: nn.Module | None = None,
                  layer_name: str | None = None, input_mode: str = "analog",
                  is_output: bool = False, check_range: bool = False) -> None:
-        super().__init__(activation=ttfs_feed_forward_step, state_fallback=_fresh_state,
-                         p=None, dt=1.0, activation_sparse=ttfs_feed_forward_step)
+        super().__init__(  # type: ignore[call-arg]  # SNNCell.__init__ (untyped)
+            activation=ttfs_feed_forward_step, state_fallback=_fresh_state, p=None, dt=1.0,
+            activation_sparse=ttfs_feed_forward_step)
         if kernel is None:
             kernel = TemporalKernel(T, tau, td, theta0)
         self._init_neuron(layer_index, kernel, norm, layer_name, input_mode, is_output,
@@ -216,7 +217,7 @@ class TTFSCell(SNNCell, NeuronBase):
 
 
 class TemporalKernelSynapse(SynapseBase):
-    __doc__ = SynapseBase.__doc__ + """
+    __doc__ = (SynapseBase.__doc__ or "") + """
     Norse style: ``current, state = synapse(spikes, state)``, the step counter in the state.
     """
 
@@ -226,7 +227,8 @@ class TemporalKernelSynapse(SynapseBase):
 
 
 class FirstSpikeMaxPool2d(MaxPoolBase):
-    __doc__ = MaxPoolBase.__doc__ + "\n    Norse style: ``out, state = pool(spikes, state)``.\n"
+    __doc__ = ((MaxPoolBase.__doc__ or "")
+               + "\n    Norse style: ``out, state = pool(spikes, state)``.\n")
 
     def forward(self, input_tensor: Tensor, state: PoolState | None = None
                 ) -> tuple[Tensor, PoolState]:
@@ -234,7 +236,8 @@ class FirstSpikeMaxPool2d(MaxPoolBase):
 
 
 class ReadoutIntegrator(ReadoutBase):
-    __doc__ = ReadoutBase.__doc__ + "\n    Norse style: ``mem, state = readout(current, state)``.\n"
+    __doc__ = ((ReadoutBase.__doc__ or "")
+               + "\n    Norse style: ``mem, state = readout(current, state)``.\n")
 
     def forward(self, input_tensor: Tensor, state: ReadoutState | None = None
                 ) -> tuple[Tensor, ReadoutState]:

@@ -28,6 +28,7 @@ import json
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
@@ -423,7 +424,7 @@ def preactivation_stats(network: nn.Module, x: Tensor) -> dict[str, dict]:
     spike times come from :func:`~ttfs_plugin.kernel.encode` on the layer's own table."""
     stats = {}
     for name, (z, neuron) in collect_preactivations(network, x).items():
-        thr = neuron.kernel.thresholds().detach().float().cpu()
+        thr = cast(SpikingLayer, neuron).kernel.thresholds().detach().float().cpu()
         t = encode(z, thr)
         total = max(t.numel(), 1)
         fractions = {region: mask.sum().item() / total
@@ -603,7 +604,7 @@ def _per_layer_rows(per_layer, neurons: Mapping[str, int] | None) -> list[dict]:
         per_layer = per_layer.spike_counts
     if isinstance(per_layer, Mapping) and "per_layer" in per_layer:  # an evaluation result
         per_layer = per_layer["per_layer"]
-    rows = []
+    rows: list[dict[str, Any]] = []
     if isinstance(per_layer, Mapping):
         for name, value in per_layer.items():
             if isinstance(value, Tensor):

@@ -67,7 +67,8 @@ class Exportable(Protocol):
 
 def spiking_layers(network: nn.Module) -> Iterator[tuple[str, nn.Module]]:
     """``(name, module)`` of every surrogate spiking layer, in order."""
-    return ((n, m) for n, m in network.named_modules() if isinstance(m, SpikingLayer))
+    modules: Iterator[tuple[str, nn.Module]] = network.named_modules()  # untyped in torch
+    return ((n, m) for n, m in modules if isinstance(m, SpikingLayer))
 
 
 def exportable_modules(network: nn.Module) -> list[nn.Module]:

@@ -106,6 +106,7 @@ def run_simulation(net: nn.Module, x: Tensor, step: Callable, steps: int | None 
     label = None
     if output is not None:
         label = output.layer_name or next(n for n, m in net.named_modules() if m is output)
+    assert recorder.T is not None  # it hooks every neuron, `first` among them
     return SimulationResult(logits, recorder.times, recorder.T, steps, recorder.neurons, label)
 
 
@@ -119,7 +120,7 @@ class SpikeTimeRecorder:
         self.step = 0
         self.times: dict[str, Tensor] = {}
         self.neurons: dict[str, int] = {}
-        self.T = None
+        self.T: int | None = None  # the window of the neurons' kernels
         self._handles = []
         for name, module in net.named_modules():
             if is_ttfs_neuron(module):
@@ -167,7 +168,8 @@ def surrogate_spike_times(network: nn.Module, x: Tensor) -> tuple[Tensor, dict[s
 
 def agreement(result: SimulationResult, logits: Tensor, times: dict[str, Tensor]) -> dict:
     """Fraction of samples with the same prediction and of neurons with the same spike time."""
-    same = total = 0
+    same: float = 0
+    total = 0
     for name, t in times.items():
         sim = result.spike_times[name].reshape(t.shape)
         same += (sim == t).sum().item()
@@ -237,7 +239,7 @@ def evaluate_simulated(net: nn.Module, loader, backend: str,
         for name, counts in result.spike_counts.items():
             spikes[name] = spikes.get(name, 0.0) + counts.sum().item()
             neurons[name] = result.neurons[name]
-    if samples == 0:
+    if samples == 0 or T is None:  # T is None only when there was no batch at all
         from .errors import ConfigError
 
         raise ConfigError("the evaluation split holds no samples")

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from pathlib import Path
+from typing import Callable, Protocol, cast
 
 import torch
 from torch import Tensor, nn
@@ -58,6 +59,15 @@ def _refuse(name: str, value, allowed, why: str) -> None:
     if value != allowed:
         raise ConfigError(f"TTFSNeuron: {name}={value!r} is not supported ({why}); leave it at "
                           f"{allowed!r}")
+
+
+SurrogateFn = Callable[[Tensor], Tensor]
+
+
+class _HiddenState(Protocol):
+    """The plugin's snnTorch-style modules: each resets its own hidden state."""
+
+    def reset_hidden(self) -> None: ...
 
 
 class _Theta0(float):
@@ -105,6 +115,9 @@ class TTFSNeuron(snn.Leaky, NeuronBase):
     it is not added to snnTorch's global instance list.
     """
 
+    spike_grad: SurrogateFn | None  # set by snn.Leaky.__init__
+    surrogate_disable: bool
+
     def __init__(self, layer_index: int, T: int = 32, tau: float = 10.0, td: float = 0.0,
                  theta0: float = 1.0, spike_grad=None, surrogate_disable: bool = False,
                  init_hidden: bool = False, inhibition: bool = False,
@@ -129,9 +142,10 @@ class TTFSNeuron(snn.Leaky, NeuronBase):
                 raise ConfigError(f"threshold={threshold} and theta0={theta0} disagree; they "
                                   "are the same value, give one")
             theta0 = float(threshold)
-        super().__init__(beta=1.0, threshold=theta0, spike_grad=spike_grad,
-                         surrogate_disable=surrogate_disable, init_hidden=init_hidden,
-                         output=output, reset_mechanism="none")
+        super().__init__(  # type: ignore[call-arg]  # snn.Leaky.__init__ (untyped)
+            beta=1.0, threshold=theta0, spike_grad=spike_grad,
+            surrogate_disable=surrogate_disable, init_hidden=init_hidden,
+            output=output, reset_mechanism="none")
         snn.SpikingNeuron.instances.remove(self)  # no global registry: see reset()
         if kernel is None:
             kernel = TemporalKernel(T, tau, td, theta0)
@@ -212,7 +226,7 @@ class TTFSNeuron(snn.Leaky, NeuronBase):
 
 
 class TemporalKernelSynapse(SynapseBase):
-    __doc__ = SynapseBase.__doc__ + """
+    __doc__ = (SynapseBase.__doc__ or "") + """
     snnTorch style: ``current = synapse(spikes)``, the step counter kept inside.
     """
 
@@ -240,7 +254,7 @@ class TemporalKernelSynapse(SynapseBase):
 
 
 class FirstSpikeMaxPool2d(MaxPoolBase):
-    __doc__ = MaxPoolBase.__doc__ + "\n    snnTorch style: ``out = pool(spikes)``.\n"
+    __doc__ = (MaxPoolBase.__doc__ or "") + "\n    snnTorch style: ``out = pool(spikes)``.\n"
 
     def __init__(self, kernel_size: int, layer_name: str | None = None) -> None:
         super().__init__(kernel_size, layer_name)
@@ -256,7 +270,7 @@ class FirstSpikeMaxPool2d(MaxPoolBase):
 
 
 class ReadoutIntegrator(ReadoutBase):
-    __doc__ = ReadoutBase.__doc__ + "\n    snnTorch style: ``mem = readout(current)``.\n"
+    __doc__ = (ReadoutBase.__doc__ or "") + "\n    snnTorch style: ``mem = readout(current)``.\n"
 
     def __init__(self, layer_index: int = 0, layer_name: str | None = None) -> None:
         super().__init__(layer_index, layer_name)
@@ -286,10 +300,11 @@ def reset(net: nn.Module) -> nn.Module:
     stepped = False
     for module in net.modules():
         if isinstance(module, Stepped):
-            module.reset_hidden()
+            cast(_HiddenState, module).reset_hidden()
             stepped = True
-        elif callable(getattr(module, "reset_mem", None)):  # snnTorch neurons (Leaky, Synaptic…)
-            module.reset_mem()
+        # snnTorch's own neurons (Leaky, Synaptic…)
+        elif callable(reset_mem := getattr(module, "reset_mem", None)):
+            reset_mem()
     if stepped:
         bind_clock(net)
     return net
@@ -333,7 +348,8 @@ def to_snntorch(model: nn.Module, spike_grad=None, output: str = "membrane",
     input that is not finite or not within ``[0, 1]``, and one whose shape does not fit its first
     layer (an ``InputShapeError`` at step 0).
     """
-    return export.convert(model, BACKEND, output, input_mode, spike_grad=spike_grad)
+    return cast(nn.Sequential,
+                export.convert(model, BACKEND, output, input_mode, spike_grad=spike_grad))
 
 
 def simulate(net: nn.Module, x: Tensor, steps: int | None = None) -> SimulationResult:
@@ -354,4 +370,4 @@ def save(net: nn.Module, path: str | Path) -> None:
 
 def load(path: str | Path, spike_grad=None) -> nn.Sequential:
     """Rebuild an exported snnTorch network from ``path`` (no surrogate or training code)."""
-    return export.load(path, BACKEND, spike_grad=spike_grad)
+    return cast(nn.Sequential, export.load(path, BACKEND, spike_grad=spike_grad))

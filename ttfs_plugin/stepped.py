@@ -171,6 +171,9 @@ class SynapseBase(Stepped):
     zero tensor.
     """
 
+    _shape: torch.Size  # the output shape per sample, kept by _output_shape
+    _shape_key: tuple[int, ...]
+
     def __init__(self, kernel: TemporalKernel, source_index: int, op: nn.Module | None = None,
                  bias: Tensor | None = None, layer_name: str | None = None) -> None:
         super().__init__()
@@ -179,11 +182,13 @@ class SynapseBase(Stepped):
         self.layer_name = layer_name
         op = op if op is not None else nn.Identity()
         last = op[-1] if isinstance(op, nn.Sequential) and len(op) else op
-        if getattr(last, "bias", None) is not None:
+        last_bias = getattr(last, "bias", None)
+        if last_bias is not None:
             if bias is not None:
                 raise ValueError("give the bias either inside op or as bias=, not both")
-            bias = last.bias.detach().clone()
-            last.bias = None
+            bias = last_bias.detach().clone()
+            # torch types Module.__setattr__ as Tensor | Module; None unsets the parameter
+            last.bias = None  # type: ignore[assignment]
         self.op = op
         self.bias = nn.Parameter(bias.detach().clone()) if bias is not None else None
 

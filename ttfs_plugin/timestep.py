@@ -125,7 +125,7 @@ def silent_zeros(shape, like: Tensor, cache: Tensor | None = None) -> Tensor:
     if (cache is None or cache.shape != torch.Size(shape) or cache.dtype != like.dtype
             or cache.device != like.device):
         cache = like.new_zeros(shape)
-        cache._ttfs_silent = True
+        cache._ttfs_silent = True  # type: ignore[attr-defined]  # a tag in its __dict__
     return cache
 
 
@@ -134,7 +134,7 @@ def is_silent(x: Tensor) -> bool:
     return getattr(x, "_ttfs_silent", False)
 
 
-def windows(step: int, T: int) -> tuple[int, int]:
+def windows(step: int | Tensor, T: int) -> tuple[int, int]:
     """``(window, local time)`` of global step ``step``."""
     return divmod(int(step), T)
 

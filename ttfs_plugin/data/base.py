@@ -169,6 +169,12 @@ def _size(dataset) -> str:
         return "?"
 
 
+def image_shape(images: torch.Tensor) -> tuple[int, int, int]:
+    """``(C, H, W)`` of a batch of images ``(N, C, H, W)``."""
+    channels, height, width = images.shape[1:]
+    return int(channels), int(height), int(width)
+
+
 def tensor_split(images: torch.Tensor, labels: torch.Tensor, n_train: int
                  ) -> tuple[TensorDataset, TensorDataset]:
     """First ``n_train`` samples for training, the rest for validation."""
@@ -194,9 +200,11 @@ def holdout_split(entry: DatasetEntry, images: torch.Tensor, labels: torch.Tenso
                   f"{n_val} {what}")
         return SplitData.unsplit(entry.name, TensorDataset(images, labels), in_shape,
                                  num_classes, reason)
+    train: Dataset
     train, val = tensor_split(images, labels, n - n_val)
     if augment and entry.augmentation is not None:
-        train = AugmentedTensorDataset(*train.tensors, RandomShiftFlip(*entry.augmentation))
+        x_train, y_train = train.tensors
+        train = AugmentedTensorDataset(x_train, y_train, RandomShiftFlip(*entry.augmentation))
     return SplitData(entry.name, train, val, in_shape, num_classes)
 
 

@@ -6,6 +6,8 @@ only this loader needs it, so the adapters and the other datasets work without i
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 
 from ..errors import DataError
@@ -18,7 +20,7 @@ INSTALL_HINT = "pip install 'ttfs-plugin[digits]'"
 DIGITS_VAL_SIZE = 360
 
 
-def load_digits(data_dir: str | None = None) -> SplitData:
+def load_digits(data_dir: str | Path | None = None) -> SplitData:
     """Digits scaled to [0, 1] as ``(1, 8, 8)`` images; ``data_dir`` is not needed."""
     try:
         from sklearn.datasets import load_digits as sklearn_digits

@@ -24,11 +24,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import TensorDataset
+from torch.utils.data import Dataset, TensorDataset
 
 from ..errors import DataError
 from .augment import AugmentedTensorDataset, RandomShiftFlip
-from .base import DatasetEntry, SplitData, holdout_split
+from .base import DatasetEntry, SplitData, holdout_split, image_shape
 
 IMAGES_FILE = "images-idx3-ubyte.gz"
 LABELS_FILE = "labels-idx1-ubyte.gz"
@@ -82,18 +82,23 @@ def _find(root: Path, stem: str) -> Path | None:
     return found[0] if found else None
 
 
+def _missing_partner(root: Path, have: Path, want: str) -> DataError:
+    return DataError(f"{root} holds {have.name} but not its partner {want} (or {want}.gz); "
+                     f"add it, or remove {have.name}")
+
+
 def find_idx_sets(root: Path) -> dict[str, tuple[Path, Path]]:
     """The complete ``(images, labels)`` pairs of :data:`IDX_SETS` in ``root``, checked to
     form one of the two layouts."""
     sets: dict[str, tuple[Path, Path]] = {}
     for key, (images_stem, labels_stem) in IDX_SETS.items():
         images, labels = _find(root, images_stem), _find(root, labels_stem)
-        if (images is None) != (labels is None):
-            have, want = (images, labels_stem) if labels is None else (labels, images_stem)
-            raise DataError(f"{root} holds {have.name} but not its partner {want} (or "
-                            f"{want}.gz); add it, or remove {have.name}")
-        if images is not None:
+        if images is not None and labels is not None:
             sets[key] = (images, labels)
+        elif images is not None:
+            raise _missing_partner(root, images, labels_stem)
+        elif labels is not None:
+            raise _missing_partner(root, labels, images_stem)
     if not sets:
         raise DataError(f"missing file {root / IMAGES_FILE}; the directory must hold "
                         f"{_LAYOUTS}")
@@ -148,13 +153,13 @@ def load_idx_folder(entry: DatasetEntry, data_dir: str | Path | None, augment: b
             raise DataError(f"{root}: train images are {tuple(x_train.shape[2:])} but t10k "
                             f"images are {tuple(x_val.shape[2:])}; both sets must share one "
                             "image size")
-        in_shape = tuple(int(s) for s in x_train.shape[1:])
-        train: TensorDataset = TensorDataset(x_train, y_train)
+        in_shape = image_shape(x_train)
+        train: Dataset = TensorDataset(x_train, y_train)
         if augment and entry.augmentation is not None:
             train = AugmentedTensorDataset(x_train, y_train, RandomShiftFlip(*entry.augmentation))
         return SplitData(entry.name, train, TensorDataset(x_val, y_val), in_shape, num_classes)
     images_path, labels_path = next(iter(sets.values()))
     x, y = read_idx_set(images_path, labels_path, num_classes)
-    in_shape = tuple(int(s) for s in x.shape[1:])
+    in_shape = image_shape(x)
     return holdout_split(entry, x, y, val_size, in_shape, num_classes,
                          where=f"{root} ({images_path.name})", augment=augment)

@@ -21,7 +21,7 @@ import torch
 
 from ..errors import ConfigError, DataError
 from .augment import RandomShiftFlip
-from .base import DatasetEntry, SplitData, holdout_split, natural_key
+from .base import DatasetEntry, SplitData, holdout_split, image_shape, natural_key
 
 
 @dataclass(frozen=True)
@@ -188,8 +188,8 @@ def _read_image(path: Path) -> np.ndarray:
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(path) as img:
-            img = img.convert("L" if img.mode in ("1", "L", "I", "I;16", "F") else "RGB")
+        with Image.open(path) as opened:
+            img = opened.convert("L" if opened.mode in ("1", "L", "I", "I;16", "F") else "RGB")
             array = np.asarray(img, dtype=np.uint8)
     except (OSError, UnidentifiedImageError, ValueError) as exc:
         raise DataError(f"cannot read image {path} ({exc}); replace the file or drop its row "
@@ -231,8 +231,7 @@ def load_csv_folder(entry: DatasetEntry, data_dir: str | Path | None,
         images.append(array)
     x = torch.from_numpy(np.stack(images)).float() / 255.0
     y = torch.tensor(indices, dtype=torch.long)
-    in_shape = tuple(int(s) for s in x.shape[1:])
-    return holdout_split(entry, x, y, max(1, len(y) // 10), in_shape, num_classes,
+    return holdout_split(entry, x, y, max(1, len(y) // 10), image_shape(x), num_classes,
                          where=str(labels_path), augment=augment)
 
 

@@ -7,6 +7,7 @@ neurons that keeps its config; metrics and export walk its children in order.
 from __future__ import annotations
 
 from collections import OrderedDict
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -71,7 +72,8 @@ def build_network(config: NetworkConfig) -> TTFSNetwork:
 def _build_layers(cfg: NetworkConfig) -> list[tuple[str, nn.Module]]:
     """Named layers: input, conv1/fc1, bn1, ttfs1, pool1, …, flatten, output."""
     spiking = cfg.activation == "ttfs"
-    kernel_kw = dict(T=cfg.T, tau=cfg.tau0, td=cfg.td0, theta0=cfg.theta0, grad_mode=cfg.grad_mode)
+    kernel_kw: dict[str, Any] = dict(T=cfg.T, tau=cfg.tau0, td=cfg.td0, theta0=cfg.theta0,
+                                     grad_mode=cfg.grad_mode)
 
     def neuron() -> nn.Module:
         return TTFSActivation(**kernel_kw) if spiking else nn.ReLU()

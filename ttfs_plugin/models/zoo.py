@@ -26,7 +26,7 @@ def _scaled(n: int, width: float) -> int:
 def mlp(num_classes: int = 10, in_shape=(1, 8, 8), hidden=(256, 256), activation: str = "ttfs",
         **kernel) -> TTFSNetwork:
     """Input encoder → ``Dense`` × len(hidden) → output (the digits demo model)."""
-    layers: list[LayerEntry] = [Flatten()] + [Dense(h) for h in hidden]
+    layers: list[LayerEntry] = [Flatten(), *(Dense(h) for h in hidden)]
     return TTFSNetwork(NetworkConfig(layers, tuple(in_shape), num_classes, name="mlp",
                                      activation=activation, extra={"hidden": list(hidden)},
                                      **kernel))

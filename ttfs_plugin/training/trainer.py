@@ -14,7 +14,8 @@ import math
 import random
 import sys
 import time
-from typing import Callable
+from collections.abc import Sized
+from typing import Callable, cast
 
 import numpy as np
 import torch
@@ -36,7 +37,7 @@ from ..functional import relaxation_probability
 from ..layers import set_relaxation
 from ..metrics import SpikeCounter, evaluate
 from ..records import Checkpoint
-from ..roles import spiking_layers
+from ..roles import SpikingLayer, spiking_layers
 from .config import TrainConfig
 from .distributed import DistContext, convert_sync_batchnorm
 from .losses import total_loss
@@ -56,8 +57,9 @@ def batches(dataset: Dataset, batch_size: int, shuffle: bool = False,
     """A loader over ``dataset``; an in-memory ``TensorDataset`` is indexed a whole batch at a
     time (no per-item collate), anything else goes through the usual ``DataLoader``."""
     if sampler is None:
-        sampler = (RandomSampler(dataset, generator=generator) if shuffle
-                   else SequentialSampler(dataset))
+        sized = cast(Sized, dataset)  # torch's Dataset does not declare __len__
+        sampler = (RandomSampler(sized, generator=generator) if shuffle
+                   else SequentialSampler(sized))
     if not isinstance(dataset, TensorDataset):
         return DataLoader(dataset, batch_size=batch_size, sampler=sampler)
     return DataLoader(dataset, sampler=BatchSampler(sampler, batch_size, drop_last=False),
@@ -144,7 +146,7 @@ class Trainer:
         cfg, network, ctx = self.cfg, self.network, self.ctx
         epoch_seed = cfg.seed * 100_003 + epoch
         torch.manual_seed(epoch_seed)
-        sampler = None
+        sampler: DistributedSampler | None = None
         if ctx.enabled:
             sampler = DistributedSampler(self.train_set, ctx.world_size, ctx.rank, shuffle=True,
                                          seed=cfg.seed)
@@ -199,8 +201,9 @@ class Trainer:
             if "spikes_per_sample" in val:
                 record["val_spikes_per_sample"] = val["spikes_per_sample"]
                 record["val_sparsity"] = val["sparsity"]
-        record["kernels"] = {name: [k.kernel.effective_tau().item(), k.kernel.td.item()]
-                             for name, k in spiking_layers(self.network)}
+        kernels = ((name, cast(SpikingLayer, layer).kernel)
+                   for name, layer in spiking_layers(self.network))
+        record["kernels"] = {name: [k.effective_tau().item(), k.td.item()] for name, k in kernels}
         return record
 
     def save(self, epoch: int) -> None:
@@ -221,7 +224,7 @@ class Trainer:
         with self.autocast:
             precise_batchnorm(self.network, batches(self.train_set, self.cfg.batch_size),
                               self.device)
-        record = {"batches": -(-len(self.train_set) // self.cfg.batch_size)}
+        record = {"batches": -(-len(cast(Sized, self.train_set)) // self.cfg.batch_size)}
         if self.val_loader is not None:
             val = evaluate(self.network, self.val_loader, self.device)
             record.update({f"val_{key}": val[key] for key in
