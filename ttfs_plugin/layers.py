@@ -23,6 +23,7 @@ from torch import Tensor, nn
 from . import functional as F
 from .errors import ConfigError, InputShapeError
 from .kernel import (
+    DEFAULT_KERNEL,
     TAU_MIN,
     check_kernel_values,
     check_window,
@@ -30,6 +31,7 @@ from .kernel import (
     kernel_table,
     threshold_table,
 )
+from .roles import Relaxable
 
 
 class TemporalKernel(nn.Module):
@@ -43,7 +45,8 @@ class TemporalKernel(nn.Module):
     tau0: Tensor  # buffers, registered in __init__
     td0: Tensor
 
-    def __init__(self, T: int = 32, tau: float = 10.0, td: float = 0.0, theta0: float = 1.0,
+    def __init__(self, T: int = DEFAULT_KERNEL.T, tau: float = DEFAULT_KERNEL.tau0,
+                 td: float = DEFAULT_KERNEL.td0, theta0: float = DEFAULT_KERNEL.theta0,
                  trainable: bool = True) -> None:
         super().__init__()
         self.T = check_window(T)
@@ -89,7 +92,8 @@ class TTFSActivation(nn.Module):
 
     relaxable = True
 
-    def __init__(self, T: int = 32, tau: float = 10.0, td: float = 0.0, theta0: float = 1.0,
+    def __init__(self, T: int = DEFAULT_KERNEL.T, tau: float = DEFAULT_KERNEL.tau0,
+                 td: float = DEFAULT_KERNEL.td0, theta0: float = DEFAULT_KERNEL.theta0,
                  grad_mode: str = "ste") -> None:
         super().__init__()
         self.kernel = TemporalKernel(T, tau, td, theta0)
@@ -134,7 +138,7 @@ def set_relaxation(network: nn.Module, probability: float,
     """Set the SR probability (and the generator of the draws: the same seed on every DDP rank
     keeps the ranks in step) of every TTFS neuron in ``network``, whatever holds it."""
     for module in network.modules():
-        if hasattr(module, "relax_probability"):
+        if isinstance(module, Relaxable):
             holder: Any = module  # any module with the attribute, not only TTFSActivation
             holder.relax_probability = float(probability)
             holder.relax_generator = generator
@@ -149,8 +153,9 @@ class InputEncoder(TTFSActivation):
 
     relaxable = False
 
-    def __init__(self, sample_shape: tuple[int, ...], T: int = 32, tau: float = 10.0,
-                 td: float = 0.0, theta0: float = 1.0, grad_mode: str = "ste") -> None:
+    def __init__(self, sample_shape: tuple[int, ...], T: int = DEFAULT_KERNEL.T,
+                 tau: float = DEFAULT_KERNEL.tau0, td: float = DEFAULT_KERNEL.td0,
+                 theta0: float = DEFAULT_KERNEL.theta0, grad_mode: str = "ste") -> None:
         super().__init__(T, tau, td, theta0, grad_mode)
         self.sample_shape = tuple(int(s) for s in sample_shape)
 

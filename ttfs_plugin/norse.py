@@ -35,7 +35,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 
 from . import export
 from .errors import ConfigError
-from .kernel import TAU_MIN, threshold_table
+from .kernel import DEFAULT_KERNEL, TAU_MIN, threshold_table
 from .layers import TemporalKernel
 from .simulation import SimulationResult, run_simulation
 from .stepped import (
@@ -85,7 +85,7 @@ class TTFSParameters(NamedTuple):
     T: int
     tau: Tensor | float
     td: Tensor | float
-    theta0: float = 1.0
+    theta0: float = DEFAULT_KERNEL.theta0
     method: str = "super"
     alpha: float = 100.0
     norm: nn.Module | None = None
@@ -173,8 +173,9 @@ class TTFSCell(SNNCell, NeuronBase):
     :func:`to_norse` and :func:`load`) also refuses values outside ``[0, 1]``.
     """
 
-    def __init__(self, layer_index: int, T: int = 32, tau: float = 10.0, td: float = 0.0,
-                 theta0: float = 1.0, method: str = "super", alpha: float = 100.0,
+    def __init__(self, layer_index: int, T: int = DEFAULT_KERNEL.T,
+                 tau: float = DEFAULT_KERNEL.tau0, td: float = DEFAULT_KERNEL.td0,
+                 theta0: float = DEFAULT_KERNEL.theta0, method: str = "super", alpha: float = 100.0,
                  kernel: TemporalKernel | None = None, norm: nn.Module | None = None,
                  layer_name: str | None = None, input_mode: str = "analog",
                  is_output: bool = False, check_range: bool = False) -> None:

@@ -35,6 +35,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 
 from . import export
 from .errors import ConfigError
+from .kernel import DEFAULT_KERNEL
 from .layers import TemporalKernel
 from .simulation import SimulationResult, run_simulation
 from .stepped import (
@@ -118,8 +119,10 @@ class TTFSNeuron(snn.Leaky, NeuronBase):
     spike_grad: SurrogateFn | None  # set by snn.Leaky.__init__
     surrogate_disable: bool
 
-    def __init__(self, layer_index: int, T: int = 32, tau: float = 10.0, td: float = 0.0,
-                 theta0: float = 1.0, spike_grad=None, surrogate_disable: bool = False,
+    def __init__(self, layer_index: int, T: int = DEFAULT_KERNEL.T,
+                 tau: float = DEFAULT_KERNEL.tau0, td: float = DEFAULT_KERNEL.td0,
+                 theta0: float = DEFAULT_KERNEL.theta0, spike_grad=None,
+                 surrogate_disable: bool = False,
                  init_hidden: bool = False, inhibition: bool = False,
                  learn_threshold: bool = False, reset_mechanism: str = "none",
                  state_quant=False, output: bool = False, graded_spikes_factor: float = 1.0,

@@ -21,6 +21,7 @@ from ..layers import (
     check_input,
     set_relaxation,
 )
+from ..roles import Counting
 from .spec import AvgPool, Conv, Dense, Flatten, MaxPool, NetworkConfig
 
 
@@ -47,7 +48,7 @@ class TTFSNetwork(nn.Sequential):
 
     def spiking_layers(self) -> list[tuple[str, nn.Module]]:
         """``(name, module)`` of every spiking layer in order, the input encoder first."""
-        return [(n, m) for n, m in self.named_children() if hasattr(m, "count_spikes")]
+        return [(n, m) for n, m in self.named_children() if isinstance(m, Counting)]
 
     def set_relaxation(self, probability: float,
                        generator: torch.Generator | None = None) -> None:
