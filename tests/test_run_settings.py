@@ -224,7 +224,10 @@ def test_a_diverging_run_stops_and_keeps_its_last_good_checkpoints(run2, monkeyp
 
 
 def test_quiet_and_no_progress_and_the_logged_lr(tmp_path, capsys):
-    assert main(["train", "--epochs", "2", "--out", str(tmp_path / "a"), "--no-progress"]) == 0
+    assert main(["train", "--epochs", "2", "--out", str(tmp_path / "a")]) == 0
+    captured = capsys.readouterr()  # not a terminal: no bars, no carriage returns in the log
+    assert "epoch 1:" in captured.out and "\r" not in captured.out + captured.err
+    assert main(["train", "--epochs", "2", "--out", str(tmp_path / "a2"), "--no-progress"]) == 0
     out = capsys.readouterr().out
     assert "epoch 1:" in out and "epoch 2:" in out and "\r" not in out
     assert main(["train", "--epochs", "2", "--out", str(tmp_path / "b"), "--quiet"]) == 0
