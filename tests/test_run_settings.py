@@ -280,3 +280,15 @@ def test_export_and_plot_into_an_impossible_place_is_one_line(digits_checkpoint,
         err = capsys.readouterr().err.strip()
         assert err.startswith(f"ttfs {argv[0]}: error:") and len(err.splitlines()) == 1, err
     assert blocker.read_text() == "not a folder"
+
+
+def test_kernels_stay_frozen_before_kernel_start(tmp_path):
+    assert main(["train", "--epochs", "3", "--kernel-start", "2", "--out", str(tmp_path / "r"),
+                 "--quiet"]) == 0
+    history = json.loads((tmp_path / "r" / "metrics.json").read_text())["history"]
+    initial = [10.0, 0.0]  # tau0, td0 of the default preset (x_max0 = 1)
+    assert all(k == pytest.approx(initial, abs=0) for k in history[0]["kernels"].values())
+    assert all(k == pytest.approx(initial, abs=0) for k in history[1]["kernels"].values())
+    assert any(k != pytest.approx(initial, abs=1e-9) for k in history[2]["kernels"].values())
+    with pytest.raises(ConfigError, match="kernel_start must be >= 0"):
+        TrainConfig(kernel_start=-1)

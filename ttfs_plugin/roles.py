@@ -56,6 +56,16 @@ class KernelRegularised(Protocol):
 
 
 @runtime_checkable
+class TrainableKernel(Protocol):
+    """A temporal kernel: its trainable ``tau``, ``td`` and its ``L_TR`` term."""
+
+    tau: nn.Parameter
+    td: nn.Parameter
+
+    def regularisation(self) -> Tensor: ...
+
+
+@runtime_checkable
 class Relaxable(Protocol):
     relax_probability: float
 
@@ -87,5 +97,6 @@ def eval_mode(module: nn.Module) -> Iterator[nn.Module]:
         module.train(was_training)
 
 
-__all__ = ["SpikingLayer", "Counting", "SpikeProxy", "Firing", "KernelRegularised", "Relaxable",
-           "Exportable", "spiking_layers", "exportable_modules", "eval_mode"]
+__all__ = ["SpikingLayer", "Counting", "SpikeProxy", "Firing", "KernelRegularised",
+           "TrainableKernel", "Relaxable", "Exportable", "spiking_layers", "exportable_modules",
+           "eval_mode"]

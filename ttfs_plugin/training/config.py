@@ -51,9 +51,10 @@ class TrainConfig:
 
     ``sr_target`` is the SR target epoch ``e_target`` (0 = SR off; ``None`` = a quarter of the
     epochs but at least 2, the paper's 50 of 2,000 being meant for long runs). TR and TB start at
-    ``reg_start`` (``None`` = at ``sr_target``, as in the authors' code). ``precise_bn``
-    recomputes the batch-norm statistics over the training set with the final weights after the
-    last epoch.
+    ``reg_start`` (``None`` = at ``sr_target``, as in the authors' code). Before
+    ``kernel_start`` the temporal kernels are frozen: their ``tau``, ``td`` get no update.
+    ``precise_bn`` recomputes the batch-norm statistics over the training set with the final
+    weights after the last epoch.
     """
 
     epochs: int = setting(20, "training epochs (with --resume: the run's own unless given)")
@@ -68,6 +69,8 @@ class TrainConfig:
     tb_mode: str = setting("exact", "TB spike-proxy form", choices=SPIKE_PROXY_MODES)
     sr_target: int | None = setting(0, "SR target epoch (0 = off; unset in a preset: a quarter "
                                        "of the epochs)", optional_int=True)
+    kernel_start: int = setting(0, "epoch from which the kernels' tau, td train (before it they "
+                                "stay at their initial values; the authors: the SR target)")
     reg_start: int | None = setting(None, "epoch TR and TB start (default: the SR target)",
                                     optional_int=True)
     seed: int = setting(0, "random seed (weights, shuffling, SR draws)")
@@ -94,6 +97,8 @@ class TrainConfig:
         check_spike_proxy_mode(self.tb_mode)
         if self.sr_target is not None and self.sr_target < 0:
             raise ConfigError(f"SR target epoch must be >= 0 (0 = off), got {self.sr_target}")
+        if self.kernel_start < 0:
+            raise ConfigError(f"kernel_start must be >= 0, got {self.kernel_start}")
         if self.reg_start is not None and self.reg_start < 0:
             raise ConfigError(f"reg_start must be >= 0, got {self.reg_start}")
 

@@ -37,7 +37,7 @@ from ..functional import relaxation_probability
 from ..layers import set_relaxation
 from ..metrics import SpikeCounter, evaluate
 from ..records import Checkpoint
-from ..roles import SpikingLayer, spiking_layers
+from ..roles import SpikingLayer, TrainableKernel, spiking_layers
 from .config import TrainConfig
 from .distributed import DistContext, convert_sync_batchnorm
 from .losses import total_loss
@@ -116,6 +116,9 @@ class Trainer:
                 device_ids=[self.device.index] if self.device.type == "cuda" else None,
                 find_unused_parameters=True)  # a relaxed layer leaves tau/td unused
         self.optimizer = torch.optim.Adam(self.network.parameters(), lr=self.cfg.lr)
+        self.kernel_parameters = [p for m in self.network.modules()
+                                  if isinstance(m, TrainableKernel)
+                                  for p in (m.tau, m.td) if p.requires_grad]
         self.scheduler = make_scheduler(self.optimizer, self.cfg)
         self.val_loader = (batches(self.val_set, 512)
                            if self.val_set is not None and self.ctx.is_main else None)
@@ -156,6 +159,7 @@ class Trainer:
         p_relax = relaxation_probability(epoch, cfg.sr_target_epoch)
         set_relaxation(network, p_relax, torch.Generator().manual_seed(epoch_seed + 1))
         regularise = epoch >= cfg.reg_start_epoch
+        frozen = self.kernel_parameters if epoch < cfg.kernel_start else []
         lr = self.optimizer.param_groups[0]["lr"]
         self.model.train()
         start = time.perf_counter()
@@ -180,6 +184,8 @@ class Trainer:
                         ": lower --lr or the lambda weights, or check the data")
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
+                for p in frozen:  # frozen kernels: no gradient, so Adam skips them entirely
+                    p.grad = None
                 self.optimizer.step()
                 loss_sum += value * y.numel()
                 correct += (logits.argmax(1) == y).sum().item()
