@@ -154,3 +154,33 @@ def test_short_training_on_digits_learns():
     result = evaluate(net, batches(data.val, 100))
     assert result["accuracy"] == pytest.approx(history[-1]["val_accuracy"])
     assert 0 < result["sparsity"] < 1
+
+
+def test_vgg16_dropout_sits_where_the_authors_put_it_and_is_gone_in_eval():
+    from torch import nn
+
+    from ttfs_plugin.models import vgg16
+
+    with_dropout = vgg16(width=1 / 16, dropout=True)
+    placed = [(name, module.p) for name, module in with_dropout.named_children()
+              if isinstance(module, nn.Dropout)]
+    assert placed == [("drop_1", 0.3), ("drop_3", 0.4), ("drop_5", 0.4), ("drop_6", 0.4),
+                      ("drop_8", 0.4), ("drop_9", 0.4), ("drop_11", 0.4), ("drop_12", 0.4),
+                      ("drop_flatten", 0.5), ("drop_14", 0.5), ("drop_15", 0.5)]
+    names = [name for name, _ in with_dropout.named_children()]
+    for name, _ in placed[:8]:  # right after the neuron of that conv
+        assert names[names.index(name) - 1] == f"ttfs{name.split('_')[1]}"
+    plain = vgg16(width=1 / 16)
+    assert not any(isinstance(m, nn.Dropout) for m in plain.modules())
+    plain.load_state_dict(with_dropout.state_dict())  # dropout holds no weights
+    x = torch.rand(3, 3, 32, 32)
+    with_dropout.eval()
+    plain.eval()
+    assert torch.equal(with_dropout(x), plain(x))
+    from ttfs_plugin.export import plan_network
+
+    assert [s.to_dict() for s in plan_network(with_dropout)] == [
+        s.to_dict() for s in plan_network(plain)]
+    with_dropout.train()
+    torch.manual_seed(0)
+    assert not torch.equal(with_dropout(x), plain.train()(x))  # it acts in training

@@ -292,3 +292,10 @@ def test_kernels_stay_frozen_before_kernel_start(tmp_path):
     assert any(k != pytest.approx(initial, abs=1e-9) for k in history[2]["kernels"].values())
     with pytest.raises(ConfigError, match="kernel_start must be >= 0"):
         TrainConfig(kernel_start=-1)
+
+
+def test_dropout_is_the_vgg16_builders_and_the_paper_configs_turn_it_on(tmp_path, capsys):
+    assert main(["train", "--dropout", "--out", str(tmp_path / "r")]) == 2  # digits → mlp
+    assert "--dropout is the vgg16 builder's" in capsys.readouterr().err
+    assert settings("--config", "cifar10_vgg16")["dropout"] is True
+    assert settings()["dropout"] is False

@@ -166,6 +166,11 @@ def _new_run_setup(settings: dict, out: Path, ctx):
     data = dataset.load()
     model_name = model.model or default_model(dataset.name)
     model_kw = {k: v for k, v in (("width", model.width), ("pool", model.pool)) if v is not None}
+    if model.dropout:
+        if model_name != "vgg16":
+            raise ConfigError(f"--dropout is the vgg16 builder's (the authors' positions); "
+                              f"model {model_name!r} has none: drop --dropout")
+        model_kw["dropout"] = True
     seed_everything(cfg.seed)  # weight initialisation is part of a reproducible run
     network = get_model(model_name, num_classes=data.num_classes, in_shape=data.in_shape,
                         activation=model.activation, T=model.T, tau0=model.tau0,

@@ -22,7 +22,7 @@ from ..layers import (
     set_relaxation,
 )
 from ..roles import Counting
-from .spec import AvgPool, Conv, Dense, Flatten, MaxPool, NetworkConfig
+from .spec import AvgPool, Conv, Dense, Dropout, Flatten, MaxPool, NetworkConfig
 
 
 class TTFSNetwork(nn.Sequential):
@@ -110,6 +110,9 @@ def _build_layers(cfg: NetworkConfig) -> list[tuple[str, nn.Module]]:
         elif isinstance(entry, Flatten):
             layers.append(("flatten", nn.Flatten()))
             features = channels * height * width
+        elif isinstance(entry, Dropout):
+            where_to = "flatten" if features is not None and layers[-1][0] == "flatten" else depth
+            layers.append((f"drop_{where_to}", nn.Dropout(entry.p)))
         elif isinstance(entry, Dense):
             if features is None:
                 raise ConfigError(f"{where}: add Flatten() before the first Dense")

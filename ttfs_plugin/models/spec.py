@@ -57,8 +57,20 @@ class Flatten:
     """Flatten ``(C, H, W)`` to a vector before the first ``Dense``."""
 
 
-LayerEntry = Union[Conv, Dense, MaxPool, AvgPool, Flatten]
-LAYER_TYPES = {cls.__name__: cls for cls in (Conv, Dense, MaxPool, AvgPool, Flatten)}
+@dataclass(frozen=True)
+class Dropout:
+    """Dropout with probability ``p`` of the layer before (training only: an identity in eval
+    mode and in every exported network)."""
+
+    p: float
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.p, (int, float)) and 0 <= self.p < 1):
+            raise ConfigError(f"dropout probability must be in [0, 1), got {self.p!r}")
+
+
+LayerEntry = Union[Conv, Dense, MaxPool, AvgPool, Flatten, Dropout]
+LAYER_TYPES = {cls.__name__: cls for cls in (Conv, Dense, MaxPool, AvgPool, Flatten, Dropout)}
 ACTIVATIONS = ("ttfs", "relu")
 
 

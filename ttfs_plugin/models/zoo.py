@@ -11,12 +11,17 @@ from typing import Callable
 
 from ..errors import unknown_name
 from .network import TTFSNetwork
-from .spec import AvgPool, Conv, Dense, Flatten, LayerEntry, MaxPool, NetworkConfig
+from .spec import AvgPool, Conv, Dense, Dropout, Flatten, LayerEntry, MaxPool, NetworkConfig
 
 # VGG-16 in the paper's CIFAR configuration: 13 conv + 2 hidden FC, "M" = pooling.
 VGG16_LAYERS: list = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M",
                       512, 512, 512, "M", 512, 512, 512, "M"]
 VGG16_HIDDEN_FC = (512, 512)
+#: Dropout of the authors' VGG-16 (seongsikpark/TensorFlow-SNNs, models.py): rate after the
+#: 1-based conv number (conv1, conv2, conv3, conv3_1, conv4, conv4_1, conv5, conv5_1), and
+#: after flatten, fc1 and fc2.
+VGG16_CONV_DROPOUT = {1: 0.3, 3: 0.4, 5: 0.4, 6: 0.4, 8: 0.4, 9: 0.4, 11: 0.4, 12: 0.4}
+VGG16_FC_DROPOUT = 0.5
 
 
 def _scaled(n: int, width: float) -> int:
@@ -47,15 +52,34 @@ def small_cnn(num_classes: int = 10, in_shape=(1, 28, 28), channels=(32, 64), hi
 
 
 def vgg16(num_classes: int = 10, in_shape=(3, 32, 32), width: float = 1.0, pool: str = "max",
-          activation: str = "ttfs", **kernel) -> TTFSNetwork:
-    """VGG-16 for CIFAR as in the paper: 13 conv + 2 hidden FC (512 each at width 1)."""
+          activation: str = "ttfs", dropout: bool = False, **kernel) -> TTFSNetwork:
+    """VGG-16 for CIFAR as in the paper: 13 conv + 2 hidden FC (512 each at width 1).
+
+    ``dropout=True`` adds the authors' dropout (:data:`VGG16_CONV_DROPOUT`, 0.5 after flatten,
+    fc1, fc2): training only, an identity in eval mode and in export.
+    """
     Pool = _pool(pool)
-    layers: list[LayerEntry] = [Pool(2) if v == "M" else Conv(_scaled(v, width))
-                                for v in VGG16_LAYERS]
-    layers += [Flatten()] + [Dense(_scaled(h, width)) for h in VGG16_HIDDEN_FC]
+    layers: list[LayerEntry] = []
+    convs = 0
+    for v in VGG16_LAYERS:
+        if v == "M":
+            layers.append(Pool(2))
+            continue
+        convs += 1
+        layers.append(Conv(_scaled(v, width)))
+        if dropout and convs in VGG16_CONV_DROPOUT:
+            layers.append(Dropout(VGG16_CONV_DROPOUT[convs]))
+    layers.append(Flatten())
+    if dropout:
+        layers.append(Dropout(VGG16_FC_DROPOUT))
+    for h in VGG16_HIDDEN_FC:
+        layers.append(Dense(_scaled(h, width)))
+        if dropout:
+            layers.append(Dropout(VGG16_FC_DROPOUT))
     return TTFSNetwork(NetworkConfig(layers, tuple(in_shape), num_classes, name="vgg16",
                                      activation=activation,
-                                     extra={"width": width, "pool": pool}, **kernel))
+                                     extra={"width": width, "pool": pool, "dropout": dropout},
+                                     **kernel))
 
 
 def _pool(pool: str):

@@ -137,6 +137,8 @@ class ModelSettings:
     grad_mode: str = setting("ste", "gradient of the TTFS activation", choices=GRAD_MODES)
     width: float | None = setting(None, "vgg16 width multiplier")
     pool: str | None = setting(None, "pooling of cnn and vgg16", choices=POOLS)
+    dropout: bool = setting(False, "vgg16: the authors' dropout (0.3/0.4 after 8 convs, 0.5 "
+                            "after flatten, fc1, fc2); training only")
 
     def __post_init__(self) -> None:
         check_types(self)
