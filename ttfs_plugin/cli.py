@@ -25,6 +25,7 @@ from .models import get_model
 from .plot_cli import add_plot_parser, run_plot
 from .records import Checkpoint, DatasetRef, evaluation_data
 from .simulation import BACKENDS, evaluate_backend, evaluate_simulated, load_adapter
+from .synops import OperationCosts
 from .training import RunDirectory, TrainConfig, batches, distributed, fit, seed_everything
 from .training.config import (
     DEFAULT_PRESET,
@@ -87,6 +88,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--backend", choices=("surrogate",) + BACKENDS, default="surrogate",
                     help="surrogate (eval-mode DNN) or a time-stepped simulation in snnTorch "
                     "or Norse, which also reports its agreement with the surrogate")
+    ev.add_argument("--op-costs", metavar="AC,MAC",
+                    help="energy per accumulate and per multiply-accumulate in pJ for the "
+                    "energy_pj figures (default 0.9,4.6: 45 nm fp32, Horowitz 2014)")
     ev.add_argument("--json", action="store_true", help="print one JSON object")
 
     ex = sub.add_parser("export", help="convert a checkpoint into an snnTorch or Norse network, "
@@ -247,7 +251,8 @@ def _evaluate_nir(args: argparse.Namespace) -> int:
         raise ConfigError(f"dataset {ref.name!r} has inputs {tuple(data.in_shape)}, the NIR "
                           f"network expects {expected}")
     loader = batches(data.split(args.split), args.batch_size)
-    result = evaluate_simulated(net, loader, args.backend, reference=args.energy_ref)
+    result = evaluate_simulated(net, loader, args.backend, reference=args.energy_ref,
+                                costs=args.op_costs)
     return _report(args, result, ref.name)
 
 
@@ -262,6 +267,7 @@ def _report(args: argparse.Namespace, result: dict, name: str) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
+    OperationCosts.parse(args.op_costs)  # a bad value is refused before any work
     if _is_nir_file(args.checkpoint):
         return _evaluate_nir(args)
     network, record = load_checkpoint(args.checkpoint)
@@ -276,12 +282,13 @@ def _evaluate(args: argparse.Namespace) -> int:
                           "be scored; evaluate on data of the classes it was trained on")
     loader = batches(data.split(args.split), args.batch_size)
     if args.backend == "surrogate":
-        result = evaluate(network, loader, reference=args.energy_ref)
+        result = evaluate(network, loader, reference=args.energy_ref, costs=args.op_costs)
     else:
         if not network.is_spiking:
             raise ConfigError("a ReLU network has no spiking simulation; use --backend "
                               "surrogate")
-        result = evaluate_backend(network, loader, args.backend, reference=args.energy_ref)
+        result = evaluate_backend(network, loader, args.backend, reference=args.energy_ref,
+                                  costs=args.op_costs)
     return _report(args, result, ref.name)
 
 
@@ -319,6 +326,19 @@ def _configs(args: argparse.Namespace) -> int:
     return 0
 
 
+def _operation_lines(result: dict) -> list[str]:
+    if "synaptic_operations" not in result:
+        return []
+    ops, macs, energy = (result["synaptic_operations"], result["relu_twin_macs"],
+                         result["energy_pj"])
+    return [f"synaptic ops        {ops['per_sample']:.4g} per sample "
+            f"({ops['per_sample_without_input']:.4g} without the input layer); ReLU twin "
+            f"{macs['per_sample']:.4g} MACs",
+            f"energy per sample   {energy['snn'] / 1e6:.4g} µJ vs ReLU twin "
+            f"{energy['relu_twin'] / 1e6:.4g} µJ (AC {energy['costs']['ac_pj']:g} pJ, MAC "
+            f"{energy['costs']['mac_pj']:g} pJ)"]
+
+
 def format_report(result: dict, title: str = "") -> str:
     """A human-readable table of accuracy and efficiency figures."""
     lines = [title] if title else []
@@ -339,6 +359,7 @@ def format_report(result: dict, title: str = "") -> str:
         f"energy (TrueNorth)  {result['energy']['truenorth']:.4f}  "
         f"(SpiNNaker {result['energy']['spinnaker']:.4f}; relative to "
         f"{result['energy']['reference']['name']})",
+        *_operation_lines(result),
         f"{'layer':<12}{'neurons':>10}{'spikes':>12}{'spikes/neuron':>15}",
     ]
     for layer in result["per_layer"]:

@@ -13,14 +13,16 @@ neurons, ``T_total = (L+1)*T`` with ``L`` spiking layers:
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from .errors import ConfigError, unknown_name
 from .roles import Counting, eval_mode
+from .synops import OperationCosts, layer_synops, operation_figures, relu_twin_macs
 
 
 @dataclass(frozen=True)
@@ -100,8 +102,11 @@ class SpikeCounter:
     >>> counter.layers()   # [{"name", "neurons", "spikes_per_sample"}, …]
     """
 
-    def __init__(self, network: nn.Module) -> None:
+    def __init__(self, network: nn.Module,
+                 synops: Callable[[str, Tensor], Tensor] | None = None) -> None:
         self.network = network
+        self.synops = synops  # optional: synaptic events of a layer's spike map (synops.py)
+        self._ops: dict[str, Tensor] = {}
         self._spikes: dict[str, Tensor] = {}
         self._neurons: dict[str, int] = {}
         self._samples: dict[str, int] = {}
@@ -126,11 +131,19 @@ class SpikeCounter:
             self._spikes[name] = self._spikes.get(name, 0) + spikes
             self._neurons[name] = z[0].numel()
             self._samples[name] = self._samples.get(name, 0) + z.shape[0]
+            if self.synops is not None:
+                fired = z.detach() >= module.firing_floor().to(z.dtype)
+                self._ops[name] = self._ops.get(name, 0) + self.synops(name, fired).sum()
         return hook
 
     def reset(self) -> None:
         self._spikes.clear()
         self._samples.clear()
+        self._ops.clear()
+
+    def synops_per_sample(self) -> dict[str, float]:
+        """Synaptic events per sample of each layer (with ``synops`` given)."""
+        return {name: float(total) / self._samples[name] for name, total in self._ops.items()}
 
     def layers(self) -> list[dict]:
         """Per-layer ``name``, ``neurons`` and ``spikes_per_sample`` so far."""
@@ -144,10 +157,15 @@ class SpikeCounter:
 
 @torch.no_grad()
 def evaluate(network: nn.Module, loader, device: str | torch.device = "cpu",
-             reference: str | EnergyReference = "cifar10") -> dict:
-    """Accuracy and, for a spiking network, the efficiency figures, over ``loader``."""
+             reference: str | EnergyReference = "cifar10",
+             costs: str | OperationCosts | None = None) -> dict:
+    """Accuracy and, for a spiking network, the efficiency figures, over ``loader``: spikes,
+    rates, normalised energy (SPEC §9) and, for a network the export plan can walk, synaptic
+    operations, the ReLU twin's MACs and energy at per-operation ``costs`` (:mod:`.synops`)."""
     correct = total = 0
-    with eval_mode(network), SpikeCounter(network) as counter:
+    stages = _plan_or_none(network)
+    count = layer_synops(stages) if stages else None
+    with eval_mode(network), SpikeCounter(network, count) as counter:
         for x, y in loader:
             x, y = x.to(device), y.to(device)
             correct += (network(x).argmax(1) == y).sum().item()
@@ -158,7 +176,25 @@ def evaluate(network: nn.Module, loader, device: str | torch.device = "cpu",
     layers = counter.layers()
     if layers:
         result.update(efficiency_figures(layers, window_length(network), reference))
+    if stages and layers:
+        config: Any = network.config
+        in_shape = tuple(config.in_shape)
+        result.update(operation_figures(counter.synops_per_sample(),
+                                        relu_twin_macs(stages, in_shape), layers[0]["name"],
+                                        costs))
     return result
+
+
+def _plan_or_none(network: nn.Module):
+    """The export plan of a spiking ``TTFSNetwork`` (``None`` for anything else)."""
+    from .export import ExportError, plan_network
+
+    if not getattr(network, "is_spiking", False) or getattr(network, "config", None) is None:
+        return None
+    try:
+        return plan_network(network)
+    except ExportError:
+        return None
 
 
 def window_length(network: nn.Module) -> int:

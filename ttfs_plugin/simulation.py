@@ -199,21 +199,25 @@ def load_adapter(backend: str):
 
 
 def evaluate_backend(model: nn.Module, loader, backend: str,
-                     reference: str | EnergyReference = "cifar10") -> dict:
+                     reference: str | EnergyReference = "cifar10", costs=None) -> dict:
     """Accuracy and efficiency figures of ``model`` exported to ``backend`` and simulated
     step by step, plus its agreement with the surrogate (predictions and spike times)."""
     adapter = load_adapter(backend)
     net = getattr(adapter, f"to_{backend}")(model)
-    return evaluate_simulated(net, loader, backend, reference, surrogate=model)
+    return evaluate_simulated(net, loader, backend, reference, surrogate=model, costs=costs)
 
 
 @torch.no_grad()
 def evaluate_simulated(net: nn.Module, loader, backend: str,
                        reference: str | EnergyReference = "cifar10",
-                       surrogate: nn.Module | None = None) -> dict:
+                       surrogate: nn.Module | None = None, costs=None) -> dict:
     """Accuracy and efficiency figures of an exported ``net`` of ``backend`` (from ``to_*``,
-    ``load`` or ``ttfs_plugin.nir.from_nir``), simulated step by step; with ``surrogate``,
-    also its agreement with that model (predictions and spike times)."""
+    ``load`` or ``ttfs_plugin.nir.from_nir``), simulated step by step, with its synaptic
+    operations, the ReLU twin's MACs and their energy at ``costs`` (:mod:`.synops`); with
+    ``surrogate``, also its agreement with that model (predictions and spike times)."""
+    from .export import stages_of
+    from .synops import layer_synops, operation_figures, relu_twin_macs
+
     if backend not in BACKENDS:
         from .errors import unknown_name
 
@@ -223,11 +227,18 @@ def evaluate_simulated(net: nn.Module, loader, backend: str,
     correct = samples = same_prediction = same_times = neurons_seen = 0
     spikes: dict[str, float] = {}
     neurons: dict[str, int] = {}
+    stages = stages_of(net)
+    count = layer_synops(stages)
+    ops: dict[str, float] = {}
+    in_shape: tuple[int, ...] = ()
     T = None
     for x, y in loader:
         x = x.to(dtype)
+        in_shape = tuple(x.shape[1:])
         result = adapter.simulate(net, x)
         T = result.T
+        for name, times in result.spike_times.items():
+            ops[name] = ops.get(name, 0.0) + count(name, times < T).sum().item()
         correct += (result.logits.argmax(1) == y).sum().item()
         samples += y.numel()
         if surrogate is not None:
@@ -246,7 +257,10 @@ def evaluate_simulated(net: nn.Module, loader, backend: str,
     layers = [{"name": n, "neurons": neurons[n], "spikes_per_sample": s / samples}
               for n, s in spikes.items()]
     figures = {"accuracy": correct / samples, "samples": samples, "backend": backend,
-               **efficiency_figures(layers, T, reference)}
+               **efficiency_figures(layers, T, reference),
+               **operation_figures({n: v / samples for n, v in ops.items()},
+                                   relu_twin_macs(stages, in_shape), str(layers[0]["name"]),
+                                   costs)}
     if surrogate is not None:
         figures.update(agreement_with_surrogate=same_prediction / samples,
                        spike_time_agreement=same_times / neurons_seen)
