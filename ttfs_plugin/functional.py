@@ -17,7 +17,11 @@ from .errors import ConfigError, unknown_name
 from .kernel import check_window, decode, encode, kernel_table, threshold_table
 
 GRAD_MODES = ("ste", "decode")
-SPIKE_PROXY_MODES = ("exact", "taylor")
+SPIKE_PROXY_MODES = ("exact", "taylor", "authors")
+#: How a TB layer's per-channel terms add up: ``neuron`` (times the positions per channel, the
+#: expected spikes per sample), ``channel`` (one term per channel), ``auto`` (``channel`` for the
+#: authors' term, as in their code; ``neuron`` for the others).
+TB_WEIGHTINGS = ("auto", "neuron", "channel")
 
 
 def _spike_time_dtype(T: int) -> torch.dtype:
@@ -160,8 +164,34 @@ def spike_probability(gamma: Tensor, beta: Tensor, floor: Tensor, mode: str = "e
     return 1.0 - p_prune
 
 
+def authors_tb_term(gamma: Tensor, beta: Tensor, x_T: Tensor) -> Tensor:
+    """Per channel, the negated ``q_c`` of the authors' ``bnonn`` loss (SPEC §7):
+    ``-[0.5(g²/3 + g + 1)b³ - 0.5 x_T b² - 0.5(x_T² g + 2)b - x_T(x_T² g² + 6)/6]`` with
+    ``g = gamma`` (signed), ``b = beta`` and ``x_T = exp(-(T - td)/tau)`` (gradient reaches
+    ``tau``, ``td`` through it)."""
+    g, b = gamma, beta
+    q = (0.5 * (g**2 / 3 + g + 1) * b**3 - 0.5 * x_T * b**2 - 0.5 * (x_T**2 * g + 2) * b
+         - x_T * (x_T**2 * g**2 + 6) / 6)
+    return -q
+
+
 def expected_spikes(
-    gamma: Tensor, beta: Tensor, floor: Tensor, positions: int, mode: str = "exact"
+    gamma: Tensor, beta: Tensor, floor: Tensor, positions: int, mode: str = "exact",
+    x_T: Tensor | None = None, weighting: str = "auto",
 ) -> Tensor:
-    """``S_l = sum_c n_c * P_c``: expected spikes per sample of one TB-normalised layer."""
-    return positions * spike_probability(gamma, beta, floor, mode).sum()
+    """One TB-normalised layer's term: ``S_l = sum_c n_c * P_c`` (expected spikes per sample;
+    ``"exact"``/``"taylor"``), or the authors' ``-sum_c q_c`` (``"authors"``, needs ``x_T``).
+    ``weighting`` (:data:`TB_WEIGHTINGS`) sets whether channels count ``n_c`` times."""
+    check_spike_proxy_mode(mode)
+    if weighting not in TB_WEIGHTINGS:
+        raise unknown_name("TB weighting", weighting, TB_WEIGHTINGS)
+    if mode == "authors":
+        if x_T is None:
+            raise ConfigError("tb_mode 'authors' needs x_T = exp(-(T - td)/tau) of the neuron "
+                              "the batch norm feeds")
+        per_channel = authors_tb_term(gamma, beta, x_T)
+        per_neuron = weighting == "neuron"
+    else:
+        per_channel = spike_probability(gamma, beta, floor, mode)
+        per_neuron = weighting != "channel"
+    return (positions if per_neuron else 1) * per_channel.sum()

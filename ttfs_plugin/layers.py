@@ -232,13 +232,16 @@ class _TBBatchNorm:
     def _remember_positions(self, x: Tensor) -> None:
         self.positions = int(math.prod(x.shape[2:])) if x.dim() > 2 else 1
 
-    def expected_spikes(self, floor: Tensor, mode: str = "exact") -> Tensor:
-        """``S_l = sum_c n_c * P_c`` with ``z_c ~ N(beta_c, gamma_c^2)`` (SPEC §7)."""
+    def expected_spikes(self, floor: Tensor, mode: str = "exact", x_T: Tensor | None = None,
+                        weighting: str = "auto") -> Tensor:
+        """``S_l = sum_c n_c * P_c`` with ``z_c ~ N(beta_c, gamma_c^2)``, or the authors' term
+        (``mode="authors"``, from ``x_T``) (SPEC §7; see ``functional.expected_spikes``)."""
         if self.positions is None:
             raise ConfigError("TB loss needs one forward pass first (to know H*W per channel)")
         if not self.affine:
             raise ConfigError("TB batch norm needs affine=True (gamma and beta are trained)")
-        return F.expected_spikes(self.weight, self.bias, floor, self.positions, mode)
+        return F.expected_spikes(self.weight, self.bias, floor, self.positions, mode, x_T,
+                                 weighting)
 
 
 class TBBatchNorm1d(_TBBatchNorm, nn.BatchNorm1d):

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import ConfigError, unknown_name
-from ..functional import GRAD_MODES, SPIKE_PROXY_MODES, check_spike_proxy_mode
+from ..functional import GRAD_MODES, SPIKE_PROXY_MODES, TB_WEIGHTINGS, check_spike_proxy_mode
 from ..kernel import DEFAULT_KERNEL, check_window
 
 LR_SCHEDULES = ("cosine", "step", "none")
@@ -66,7 +66,11 @@ class TrainConfig:
     lambda_w: float = setting(1e-4, "L2 weight (paper: 1e-4)")
     lambda_tr: float = setting(0.0, "kernel regularisation weight (TR)")
     lambda_tb: float = setting(0.0, "TB spike-proxy weight")
-    tb_mode: str = setting("exact", "TB spike-proxy form", choices=SPIKE_PROXY_MODES)
+    tb_mode: str = setting("exact", "TB spike-proxy form (authors: their code's bnonn term)",
+                           choices=SPIKE_PROXY_MODES)
+    tb_weighting: str = setting("auto", "TB layer term: per neuron (n_c = H·W per channel) or "
+                                "per channel; auto = per channel for authors, else per neuron",
+                                choices=TB_WEIGHTINGS)
     sr_target: int | None = setting(0, "SR target epoch (0 = off; unset in a preset: a quarter "
                                        "of the epochs)", optional_int=True)
     kernel_start: int = setting(0, "epoch from which the kernels' tau, td train (before it they "

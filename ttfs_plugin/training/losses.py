@@ -15,12 +15,14 @@ on networks built natively from the adapters' modules.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..functional import check_spike_proxy_mode
-from ..roles import Firing, KernelRegularised, SpikeProxy
+from ..roles import Firing, KernelRegularised, SpikeProxy, TrainableKernel
 
 WEIGHT_OPS = (nn.Conv1d, nn.Conv2d, nn.Linear)
 
@@ -31,16 +33,28 @@ def kernel_regularisation_loss(network: nn.Module) -> Tensor:
     return torch.stack(terms).sum() if terms else torch.zeros(())
 
 
-def spike_proxy_loss(network: nn.Module, mode: str = "exact") -> Tensor:
+def _x_T(neuron: nn.Module) -> Tensor:
+    """``kappa(T) = exp(-(T - td)/tau)`` of the kernel of ``neuron`` (the authors' TB term)."""
+    kernel: Any = neuron if isinstance(neuron, TrainableKernel) else neuron.kernel
+    return torch.exp(-(kernel.T - kernel.td) / kernel.effective_tau())
+
+
+def spike_proxy_loss(network: nn.Module, mode: str = "exact", weighting: str = "auto"
+                     ) -> Tensor:
     """``L_TB = sum_l S_l`` over TB batch norms, each paired with the neuron it feeds."""
     check_spike_proxy_mode(mode)
+
+    def term(norm, neuron) -> Tensor:
+        x_T = _x_T(neuron) if mode == "authors" else None
+        return norm.expected_spikes(neuron.firing_floor(), mode, x_T, weighting)
+
     terms: list[Tensor] = []
     pending = None
     owned: set[int] = set()  # norms a neuron applies itself (time-stepped adapters)
     for module in network.modules():
         norm = getattr(module, "norm", None)
         if isinstance(module, Firing) and isinstance(norm, SpikeProxy):
-            terms.append(norm.expected_spikes(module.firing_floor(), mode))
+            terms.append(term(norm, module))
             owned.add(id(norm))
             pending = None
         elif id(module) in owned:
@@ -48,7 +62,7 @@ def spike_proxy_loss(network: nn.Module, mode: str = "exact") -> Tensor:
         elif isinstance(module, SpikeProxy):
             pending = module
         elif pending is not None and isinstance(module, Firing):
-            terms.append(pending.expected_spikes(module.firing_floor(), mode))
+            terms.append(term(pending, module))
             pending = None
         elif isinstance(module, WEIGHT_OPS):
             pending = None  # a weight op in between: this batch norm feeds no neuron directly
@@ -63,7 +77,8 @@ def weight_l2(network: nn.Module) -> Tensor:
 
 def total_loss(logits: Tensor, target: Tensor, network: nn.Module, *, lambda_w: float = 0.0,
                lambda_tr: float = 0.0, lambda_tb: float = 0.0,
-               tb_mode: str = "exact") -> tuple[Tensor, dict[str, float]]:
+               tb_mode: str = "exact", tb_weighting: str = "auto"
+               ) -> tuple[Tensor, dict[str, float]]:
     """Eq. 9; returns the loss and its parts (as floats, for logging)."""
     ce = F.cross_entropy(logits, target)
     loss = ce
@@ -77,7 +92,7 @@ def total_loss(logits: Tensor, target: Tensor, network: nn.Module, *, lambda_w: 
         loss = loss + lambda_tr * tr
         parts["tr"] = tr.item()
     if lambda_tb:
-        tb = spike_proxy_loss(network, tb_mode).to(ce.device)
+        tb = spike_proxy_loss(network, tb_mode, tb_weighting).to(ce.device)
         loss = loss + lambda_tb * tb
         parts["tb"] = tb.item()
     return loss, parts
