@@ -84,6 +84,11 @@ def read_checkpoint(path: str | Path) -> Checkpoint:
     return Checkpoint.read(path)
 
 
+def existing_checkpoints(folder: str | Path) -> list[Path]:
+    """The checkpoint files a run folder holds (latest first), readable or not."""
+    return [Path(folder) / n for n in (LATEST, PREVIOUS) if (Path(folder) / n).is_file()]
+
+
 def find_checkpoint(path: str | Path, warn=None) -> Path:
     """``path`` itself, or for a run folder its newest readable checkpoint: ``checkpoint.pt``,
     else ``checkpoint.prev.pt`` (with a warning saying why)."""
@@ -121,5 +126,5 @@ def load_checkpoint(path: str | Path) -> tuple:
 
 
 __all__ = ["atomic_torch_save", "read_checkpoint_dict", "read_checkpoint", "save_checkpoint",
-           "find_checkpoint", "load_checkpoint", "new_file_mode", "Checkpoint", "LATEST",
-           "PREVIOUS"]
+           "existing_checkpoints", "find_checkpoint", "load_checkpoint", "new_file_mode",
+           "Checkpoint", "LATEST", "PREVIOUS"]

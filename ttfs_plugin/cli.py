@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from . import __version__
-from .checkpoint import find_checkpoint, load_checkpoint
+from .checkpoint import existing_checkpoints, find_checkpoint, load_checkpoint
 from .configs import list_configs, resolve_config
 from .data import DATASETS, SPLITS, add_data_arguments, dataset_options, default_model
 from .errors import CheckpointError, ConfigError, TTFSError
@@ -150,8 +150,7 @@ SPIKING_ONLY = ("lambda_tr", "lambda_tb", "sr_target")
 
 
 def _new_run_setup(settings: dict, out: Path, ctx):
-    if settings["overwrite"] is False and any((out / n).exists()
-                                              for n in ("checkpoint.pt", "checkpoint.prev.pt")):
+    if not settings["overwrite"] and existing_checkpoints(out):
         raise ConfigError(f"{out} already holds a run; pass --resume to continue it, "
                           "--overwrite to replace it, or another --out")
     check_out_folder(out)
@@ -200,7 +199,7 @@ def _resume_setup(settings: dict, out: Path):
         raise ConfigError(f"--resume continues the run as it was configured; "
                           f"{', '.join('--' + k.replace('_', '-') for k in changed)} cannot "
                           "change (only --epochs): start a new run with another --out")
-    if not any((out / n).exists() for n in ("checkpoint.pt", "checkpoint.prev.pt")):
+    if not existing_checkpoints(out):
         raise ConfigError(f"nothing to resume in {out}: it holds no checkpoint; run without "
                           "--resume to start")
     path = find_checkpoint(out, warn=lambda m: print(m, file=sys.stderr))
@@ -422,9 +421,9 @@ def _subparser(parser: argparse.ArgumentParser, name: str) -> argparse.ArgumentP
     raise KeyError(name)
 
 
-def train_setting_names() -> set[str]:
+def train_setting_names(train: argparse.ArgumentParser | None = None) -> set[str]:
     """Every key a ``ttfs train`` config file may hold (the flags' names, ``_`` for ``-``)."""
-    train = _subparser(build_parser(), "train")
+    train = train or _subparser(build_parser(), "train")
     return {a.dest for a in train._actions} - {"help", "config", "out", "resume", "overwrite"}
 
 
@@ -453,7 +452,7 @@ def read_config(path: str, parser: argparse.ArgumentParser | None = None) -> dic
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{file} is not valid TOML ({exc})") from None
     actions = {a.dest: a for a in parser._actions}
-    known = train_setting_names()
+    known = train_setting_names(parser)
     values = {}
     for key, value in raw.items():
         name = key.replace("-", "_")

@@ -158,12 +158,13 @@ class SpikeCounter:
 @torch.no_grad()
 def evaluate(network: nn.Module, loader, device: str | torch.device = "cpu",
              reference: str | EnergyReference = "cifar10",
-             costs: str | OperationCosts | None = None) -> dict:
+             costs: str | OperationCosts | None = None, operations: bool = True) -> dict:
     """Accuracy and, for a spiking network, the efficiency figures, over ``loader``: spikes,
     rates, normalised energy (SPEC §9) and, for a network the export plan can walk, synaptic
-    operations, the ReLU twin's MACs and energy at per-operation ``costs`` (:mod:`.synops`)."""
+    operations, the ReLU twin's MACs and energy at per-operation ``costs`` (:mod:`.synops`;
+    ``operations=False`` skips them, as the per-epoch validation does)."""
     correct = total = 0
-    stages = _plan_or_none(network)
+    stages = _plan_or_none(network) if operations else None
     count = layer_synops(stages) if stages else None
     with eval_mode(network), SpikeCounter(network, count) as counter:
         for x, y in loader:

@@ -432,7 +432,7 @@ def stages_from_nir(graph: nir.NIRGraph) -> tuple[list[export.Stage], torch.dtyp
                              f"{export.OUTPUT_MODES}")
     T = _value(meta, "T", "the graph", int)
     chain = _chain(graph)
-    input_shape = tuple(int(n) for n in np.asarray(graph.nodes[chain[0]].input_type["input"]))
+    input_shape = input_shape_of(graph)
     stages: list[export.Stage] = []
     kernels: dict[int, TemporalKernel] = {}
     pending: list[nn.Module] = []
@@ -505,8 +505,8 @@ def from_nir(graph: nir.NIRGraph | str | Path, backend: str = "snntorch", **opti
 
 
 def input_shape_of(graph: nir.NIRGraph) -> tuple[int, ...]:
-    """The input shape (no batch) of a ``ttfs-plugin/nir`` graph."""
-    return stages_from_nir(graph)[2]
+    """The input shape (no batch) the graph's ``Input`` node declares."""
+    return tuple(int(n) for n in np.asarray(graph.nodes[_chain(graph)[0]].input_type["input"]))
 
 
 def dataset_of(graph: nir.NIRGraph) -> dict | None:

@@ -64,8 +64,9 @@ def _locate(target: Path) -> tuple[Path | None, Path | None, Path]:
         if target.suffix in (".json", ".csv"):
             return None, target, folder
         return target, metrics, folder
-    checkpoint = next((folder / n for n in ("checkpoint.pt", "checkpoint.prev.pt")
-                       if (folder / n).is_file()), None)
+    from .checkpoint import existing_checkpoints
+
+    checkpoint = next(iter(existing_checkpoints(folder)), None)
     if checkpoint is None and metrics is None:
         raise ConfigError(f"{target} holds no checkpoint.pt, metrics.json or metrics.csv; "
                           "pass a run folder written by 'ttfs train --out DIR'")

@@ -100,12 +100,14 @@ def layer_synops(stages: list[Stage]) -> Callable[[str, Tensor], Tensor]:
         if name not in routes:
             return torch.zeros(spikes.shape[0], dtype=torch.float64)
         pool, synapse = routes[name]
-        x = spikes.to(torch.float64)
+        # counts per output stay far below 2**24, so float32 holds them exactly; the sum is
+        # taken in float64
+        x = spikes.to(torch.float32)
         if pool is not None:
             x = F.max_pool2d(x, pool)  # a pooled unit passes one spike if any input spikes
         for part in _parts(synapse.op):
             x = _events(part, x)
-        return x.flatten(1).sum(1)
+        return x.flatten(1).to(torch.float64).sum(1)
     return count
 
 

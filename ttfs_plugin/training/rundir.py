@@ -20,7 +20,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from ..checkpoint import LATEST, PREVIOUS, atomic_torch_save, find_checkpoint, new_file_mode
+from ..checkpoint import LATEST, PREVIOUS, atomic_torch_save, existing_checkpoints, new_file_mode
 from ..errors import CheckpointError, ConfigError
 from ..records import Checkpoint
 
@@ -48,7 +48,7 @@ def check_out_folder(path: Path) -> None:
         raise ConfigError(f"cannot write into {existing} (permission denied); choose another "
                           "--out")
     metrics = path / "metrics.json"
-    if metrics.is_file() and not (path / LATEST).exists() and not (path / PREVIOUS).exists():
+    if metrics.is_file() and not existing_checkpoints(path):
         try:
             ours = json.loads(metrics.read_text()).get("format") == METRICS_FORMAT
         except (ValueError, AttributeError, OSError):
@@ -107,17 +107,6 @@ class RunDirectory:
         except CheckpointError:
             return False
         return True
-
-    def latest_readable(self, warn=print) -> Checkpoint | None:
-        """The newest checkpoint that reads back, falling back to the previous one (``None``
-        when the folder holds neither)."""
-        if not self.checkpoint.exists() and not self.previous.exists():
-            return None
-        try:
-            path = find_checkpoint(self.path, warn=warn)
-        except CheckpointError as exc:
-            raise CheckpointError(f"{exc}; no usable checkpoint to resume from") from None
-        return Checkpoint.read(path)
 
     def log_epoch(self, record: dict) -> None:
         """Append one row to ``metrics.csv`` (and TensorBoard scalars)."""

@@ -203,7 +203,7 @@ class Trainer:
     def validate(self, record: dict) -> dict:
         """``record`` plus the validation figures (eval mode) and the kernels' ``tau``, ``td``."""
         if self.val_loader is not None:
-            val = evaluate(self.network, self.val_loader, self.device)
+            val = evaluate(self.network, self.val_loader, self.device, operations=False)
             record["val_accuracy"] = val["accuracy"]
             if "spikes_per_sample" in val:
                 record["val_spikes_per_sample"] = val["spikes_per_sample"]
@@ -233,7 +233,7 @@ class Trainer:
                               self.device)
         record = {"batches": -(-len(cast(Sized, self.train_set)) // self.cfg.batch_size)}
         if self.val_loader is not None:
-            val = evaluate(self.network, self.val_loader, self.device)
+            val = evaluate(self.network, self.val_loader, self.device, operations=False)
             record.update({f"val_{key}": val[key] for key in
                            ("accuracy", "spikes_per_sample", "sparsity") if key in val})
         self.history[-1]["precise_bn"] = record
