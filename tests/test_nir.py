@@ -163,8 +163,18 @@ def test_a_missing_metadata_key_is_named(good_file):
 def test_an_unknown_version_is_refused(good_file):
     def bump(graph):
         graph.metadata["ttfs.version"] = 99
-    with pytest.raises(tnir.NIRFormatError, match="version 99.*reads version 1"):
+    with pytest.raises(tnir.NIRFormatError, match="version 99.*reads versions 1, 2"):
         tnir.from_nir(rewrite(good_file, bump), "snntorch")
+
+
+def test_a_version_1_file_reads_as_ceil(good_file):
+    def as_version_1(graph):
+        graph.metadata["ttfs.version"] = 1
+        for node in graph.nodes.values():
+            (node.metadata or {}).pop("ttfs.quantizer", None)
+    net = tnir.from_nir(rewrite(good_file, as_version_1), "snntorch")
+    kernels = [m.kernel for m in net.modules() if hasattr(m, "kernel")]
+    assert kernels and all(k.quantizer == "ceil" for k in kernels)
 
 
 def test_bad_metadata_values_and_roles(good_file):

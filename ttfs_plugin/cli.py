@@ -178,7 +178,7 @@ def _new_run_setup(settings: dict, out: Path, ctx):
     network = get_model(model_name, num_classes=data.num_classes, in_shape=data.in_shape,
                         activation=model.activation, T=model.T, tau0=model.tau0,
                         td0=model.initial_td(preset), theta0=model.theta0,
-                        grad_mode=model.grad_mode, **model_kw)
+                        grad_mode=model.grad_mode, quantizer=model.quantizer, **model_kw)
     if ctx.is_main and settings["overwrite"]:
         RunDirectory(out, tensorboard=False).clear()
     ctx.barrier()

@@ -40,7 +40,7 @@ OUTPUT_MODES = ("membrane", "spikes")
 SUPPORTED = ("InputEncoder (first)", "TTFSActivation", "Conv2d", "Linear", "BatchNorm1d/2d",
              "TBBatchNorm1d/2d", "MaxPool2d", "AvgPool2d", "Flatten", "Identity", "Dropout")
 EXPORT_FORMAT = "ttfs-plugin/exported-network"
-EXPORT_VERSION = 2
+EXPORT_VERSION = 3  # 3: neurons carry their quantizer
 
 
 class ExportError(TTFSError):
@@ -77,12 +77,12 @@ class NeuronStage(Stage):
 
     def to_dict(self) -> dict:
         return {**super().to_dict(), "index": self.index, "T": self.kernel.T,
-                "theta0": self.kernel.theta0, "input_mode": self.input_mode,
-                "output": self.output}
+                "theta0": self.kernel.theta0, "quantizer": self.kernel.quantizer,
+                "input_mode": self.input_mode, "output": self.output}
 
     @classmethod
     def from_dict(cls, item, kernels):
-        kernel = TemporalKernel(item["T"], theta0=item["theta0"])
+        kernel = TemporalKernel(item["T"], theta0=item["theta0"], quantizer=item["quantizer"])
         kernels[item["index"]] = kernel
         return cls(item["name"], item["index"], kernel, check_input_mode(item["input_mode"]),
                    bool(item["output"]))

@@ -14,7 +14,15 @@ import torch
 from torch import Tensor
 
 from .errors import ConfigError, unknown_name
-from .kernel import check_window, decode, encode, kernel_table, threshold_table
+from .kernel import (
+    DEFAULT_QUANTIZER,
+    check_quantizer,
+    check_window,
+    decode,
+    encode,
+    kernel_table,
+    threshold_table,
+)
 
 GRAD_MODES = ("ste", "decode")
 SPIKE_PROXY_MODES = ("exact", "taylor", "authors")
@@ -44,8 +52,8 @@ class _TTFSActivation(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, z, tau, td, T, theta0, grad_mode):
-        t = encode(z, threshold_table(tau, td, T, theta0))
+    def forward(ctx, z, tau, td, T, theta0, grad_mode, quantizer):
+        t = encode(z, threshold_table(tau, td, T, theta0, quantizer))
         x = decode(t, kernel_table(tau, td, T).to(z.dtype))
         ctx.save_for_backward(z, x, t.to(_spike_time_dtype(T)), tau, td)
         ctx.T, ctx.theta0, ctx.grad_mode = T, theta0, grad_mode
@@ -88,7 +96,7 @@ class _TTFSActivation(torch.autograd.Function):
 
         grad_tau = grad_tau.to(tau.dtype) if need_tau else None
         grad_td = grad_td.to(td.dtype) if need_td else None
-        return grad_z, grad_tau, grad_td, None, None, None
+        return grad_z, grad_tau, grad_td, None, None, None, None
 
 
 def check_grad_mode(grad_mode: str) -> str:
@@ -104,14 +112,18 @@ def ttfs_activation(
     T: int,
     theta0: float = 1.0,
     grad_mode: str = "ste",
+    quantizer: str = DEFAULT_QUANTIZER,
 ) -> Tensor:
     """Surrogate TTFS activation ``x = decode(encode(z))``: log-quantised, clipped, pruned ReLU.
 
     ``tau`` and ``td`` are 0-dim tensors (trainable or not). ``grad_mode`` picks the SPEC §4
     straight-through rule: ``"ste"`` (the authors' code) or ``"decode"`` (the paper's prose).
+    ``quantizer`` (SPEC §3) picks the threshold table: ``"ceil"`` or ``"round"``; the gradient
+    rules are the same with the ``t`` it gives.
     """
     check_window(T)
     check_grad_mode(grad_mode)
+    check_quantizer(quantizer)
     if z.dtype in (torch.float16, torch.bfloat16):
         # Under autocast: spike times need float32 thresholds (bf16 has an 8-bit mantissa).
         z = z.float()
@@ -119,7 +131,7 @@ def ttfs_activation(
     # TemporalKernel.thresholds() does, so every caller sees the same thresholds.
     tau = torch.as_tensor(tau, device=z.device)
     td = torch.as_tensor(td, device=z.device)
-    return _TTFSActivation.apply(z, tau, td, T, float(theta0), grad_mode)
+    return _TTFSActivation.apply(z, tau, td, T, float(theta0), grad_mode, quantizer)
 
 
 def relaxed_activation(z: Tensor, theta0: float = 1.0) -> Tensor:

@@ -24,6 +24,13 @@ Scalar = Union[float, Tensor]
 #: Smallest time constant the modules let a trainable ``tau`` reach (see ``TemporalKernel``).
 TAU_MIN = 1e-2
 
+#: How a real spike time ``t~ = td - tau*ln(u/theta0)`` becomes an integer step (SPEC §3):
+#: ``"ceil"`` the first crossing of ``theta0*kappa(k)``; ``"round"`` (the authors' training and
+#: SNN) the first crossing of the half-step-shifted table ``theta0*kappa(k + 1/2)``.
+QUANTIZERS = ("ceil", "round")
+#: The quantizer a network gets when none is named.
+DEFAULT_QUANTIZER = "ceil"
+
 
 @dataclass(frozen=True)
 class KernelConfig:
@@ -82,13 +89,29 @@ def kernel_table(tau: Scalar, td: Scalar, T: int) -> Tensor:
     return torch.exp(-(k - td_t) / tau_t)
 
 
-def threshold_table(tau: Scalar, td: Scalar, T: int, theta0: float = 1.0) -> Tensor:
-    """``thr[k] = theta0 * kappa(k)``: the decaying firing threshold, decreasing in ``k``.
+def check_quantizer(quantizer: str) -> str:
+    """Return ``quantizer`` if it is one of :data:`QUANTIZERS`, else raise ``ConfigError``."""
+    if quantizer not in QUANTIZERS:
+        raise ConfigError(f"unknown quantizer {quantizer!r}; use one of {list(QUANTIZERS)} "
+                          f"('round' is the authors' recipe)")
+    return quantizer
+
+
+def threshold_table(tau: Scalar, td: Scalar, T: int, theta0: float = 1.0,
+                    quantizer: str = DEFAULT_QUANTIZER) -> Tensor:
+    """The decaying firing threshold, decreasing in ``k`` (SPEC §3):
+    ``thr[k] = theta0 * kappa(k)`` (``"ceil"``) or ``theta0 * kappa(k + 1/2)`` (``"round"``:
+    the first crossing is then ``t = round(t~)``; the value a spike carries is still
+    ``kappa(t)``).
 
     Entries that would underflow to 0 (tiny ``tau``) are held at the dtype's smallest normal
     number, so ``u <= 0`` never fires; ``encode`` stays exact on such a non-increasing table.
     """
-    table = theta0 * kernel_table(tau, td, T)
+    check_quantizer(quantizer)
+    shift = 0.5 if quantizer == "round" else 0.0
+    tau_t = _as_tensor(tau, td if isinstance(td, Tensor) else None)
+    td_t = _as_tensor(td, tau_t)
+    table = theta0 * kernel_table(tau_t, td_t - shift if shift else td_t, T)
     return table.clamp_min(torch.finfo(table.dtype).tiny)
 
 
@@ -99,7 +122,8 @@ def x_max(tau: Scalar, td: Scalar) -> Tensor:
 
 
 def x_min(tau: Scalar, td: Scalar, T: int) -> Tensor:
-    """Smallest value a spike can carry: ``kappa(T-1)``."""
+    """Smallest value a spike can carry: ``kappa(T-1)`` (the firing floor is ``thr[T-1]`` of
+    the table in use, which is lower under ``"round"``)."""
     tau_t = _as_tensor(tau)
     return torch.exp(-((T - 1) - _as_tensor(td, tau_t)) / tau_t)
 

@@ -24,8 +24,10 @@ from . import functional as F
 from .errors import ConfigError, InputShapeError
 from .kernel import (
     DEFAULT_KERNEL,
+    DEFAULT_QUANTIZER,
     TAU_MIN,
     check_kernel_values,
+    check_quantizer,
     check_window,
     encode,
     kernel_table,
@@ -40,6 +42,7 @@ class TemporalKernel(nn.Module):
     ``tau`` stays positive by clamping: the tables use ``max(tau, TAU_MIN)``. The raw parameter is
     left untouched so the kernel regulariser, which acts on it directly, can pull it back.
     ``tau0`` and ``td0`` (the initial values, the centre of ``L_TR``) are saved as buffers.
+    ``quantizer`` (SPEC §3, ``"ceil"`` or ``"round"``) picks the threshold table.
     """
 
     tau0: Tensor  # buffers, registered in __init__
@@ -47,11 +50,12 @@ class TemporalKernel(nn.Module):
 
     def __init__(self, T: int = DEFAULT_KERNEL.T, tau: float = DEFAULT_KERNEL.tau0,
                  td: float = DEFAULT_KERNEL.td0, theta0: float = DEFAULT_KERNEL.theta0,
-                 trainable: bool = True) -> None:
+                 trainable: bool = True, quantizer: str = DEFAULT_QUANTIZER) -> None:
         super().__init__()
         self.T = check_window(T)
         check_kernel_values(tau, td, theta0)
         self.theta0 = float(theta0)
+        self.quantizer = check_quantizer(quantizer)
         self.tau = nn.Parameter(torch.tensor(float(tau)), requires_grad=trainable)
         self.td = nn.Parameter(torch.tensor(float(td)), requires_grad=trainable)
         self.register_buffer("tau0", torch.tensor(float(tau)))
@@ -66,11 +70,13 @@ class TemporalKernel(nn.Module):
         return kernel_table(self.effective_tau(), self.td, self.T)
 
     def thresholds(self) -> Tensor:
-        """``thr[k] = theta0 * kappa(k)``, the table every simulator shares."""
-        return threshold_table(self.effective_tau(), self.td, self.T, self.theta0)
+        """``thr[k]`` (``theta0 * kappa(k)``, or ``theta0 * kappa(k + 1/2)`` for ``"round"``),
+        the table every simulator shares."""
+        return threshold_table(self.effective_tau(), self.td, self.T, self.theta0,
+                               self.quantizer)
 
     def firing_floor(self) -> Tensor:
-        """``theta0 * x_min``: the lowest membrane potential that still spikes (detached)."""
+        """``thr[T-1]``: the lowest membrane potential that still spikes (detached)."""
         return self.thresholds()[-1].detach()
 
     def regularisation(self) -> Tensor:
@@ -78,8 +84,9 @@ class TemporalKernel(nn.Module):
         return F.kernel_regularisation(self.tau, self.td, self.tau0, self.td0)
 
     def extra_repr(self) -> str:
+        quantizer = "" if self.quantizer == DEFAULT_QUANTIZER else f", quantizer={self.quantizer!r}"
         return (f"T={self.T}, tau={self.tau.item():.4g}, td={self.td.item():.4g}, "
-                f"theta0={self.theta0:g}")
+                f"theta0={self.theta0:g}{quantizer}")
 
 
 class TTFSActivation(nn.Module):
@@ -94,9 +101,9 @@ class TTFSActivation(nn.Module):
 
     def __init__(self, T: int = DEFAULT_KERNEL.T, tau: float = DEFAULT_KERNEL.tau0,
                  td: float = DEFAULT_KERNEL.td0, theta0: float = DEFAULT_KERNEL.theta0,
-                 grad_mode: str = "ste") -> None:
+                 grad_mode: str = "ste", quantizer: str = DEFAULT_QUANTIZER) -> None:
         super().__init__()
-        self.kernel = TemporalKernel(T, tau, td, theta0)
+        self.kernel = TemporalKernel(T, tau, td, theta0, quantizer=quantizer)
         self.grad_mode = F.check_grad_mode(grad_mode)
         self.relax_probability = 0.0
         self.relax_generator: torch.Generator | None = None  # SR draws (same on every rank)
@@ -115,7 +122,7 @@ class TTFSActivation(nn.Module):
                 < self.relax_probability):
             return F.relaxed_activation(z, self.theta0)
         return F.ttfs_activation(z, self.kernel.effective_tau(), self.kernel.td, self.T,
-                                 self.theta0, self.grad_mode)
+                                 self.theta0, self.grad_mode, self.kernel.quantizer)
 
     def spike_times(self, z: Tensor) -> Tensor:
         """Integer spike time of every neuron for pre-activation ``z`` (``T`` = no spike)."""
@@ -155,8 +162,9 @@ class InputEncoder(TTFSActivation):
 
     def __init__(self, sample_shape: tuple[int, ...], T: int = DEFAULT_KERNEL.T,
                  tau: float = DEFAULT_KERNEL.tau0, td: float = DEFAULT_KERNEL.td0,
-                 theta0: float = DEFAULT_KERNEL.theta0, grad_mode: str = "ste") -> None:
-        super().__init__(T, tau, td, theta0, grad_mode)
+                 theta0: float = DEFAULT_KERNEL.theta0, grad_mode: str = "ste",
+                 quantizer: str = DEFAULT_QUANTIZER) -> None:
+        super().__init__(T, tau, td, theta0, grad_mode, quantizer)
         self.sample_shape = tuple(int(s) for s in sample_shape)
 
     def forward(self, x: Tensor) -> Tensor:

@@ -45,7 +45,10 @@ from .roles import exportable_modules
 from .timestep import check_input_mode
 
 CONVENTION = "ttfs-plugin/nir"
-CONVENTION_VERSION = 1
+CONVENTION_VERSION = 2  # 2: neurons carry "ttfs.quantizer"
+#: Versions this reader understands; a version-1 file has no quantizer key: it was "ceil".
+READABLE_VERSIONS = (1, 2)
+V1_QUANTIZER = "ceil"
 PREFIX = "ttfs."
 DTYPES = ("float32", "float64")
 
@@ -55,8 +58,8 @@ NEURON, SYNAPSE, SYNAPSE_PART, MAXPOOL = "neuron", "synapse", "synapse_part", "f
 KEYS = {
     "graph": ("convention", "version", "T", "output", "dtype", "readout_index", "writer",
               "dataset"),
-    NEURON: ("role", "layer_index", "T", "tau", "td", "tau0", "td0", "theta0", "input_mode",
-             "output"),
+    NEURON: ("role", "layer_index", "T", "tau", "td", "tau0", "td0", "theta0", "quantizer",
+             "input_mode", "output"),
     SYNAPSE: ("role", "source", "bias"),
     SYNAPSE_PART: ("role",),
     MAXPOOL: ("role", "kernel_size"),
@@ -215,7 +218,8 @@ def to_nir(source: nn.Module, input_shape: Sequence[int] | None = None, *,
             np_dtype = _array(k.tau).dtype
             meta = _meta(role=NEURON, layer_index=stage.index, T=k.T, tau=k.tau.item(),
                          td=k.td.item(), tau0=k.tau0.item(), td0=k.td0.item(),
-                         theta0=float(k.theta0), input_mode=stage.input_mode,
+                         theta0=float(k.theta0), quantizer=k.quantizer,
+                         input_mode=stage.input_mode,
                          output=bool(stage.output))
             nodes[stage.name] = nir.IF(r=np.ones(shape, np_dtype),
                                        v_threshold=np.full(shape, k.theta0, np_dtype),
@@ -358,11 +362,12 @@ def _chain(graph: nir.NIRGraph) -> list[str]:
     return chain
 
 
-def _kernel(meta: dict, where: str) -> TemporalKernel:
+def _kernel(meta: dict, where: str, version: int) -> TemporalKernel:
     T = _value(meta, "T", where, int)
     theta0 = _value(meta, "theta0", where, float)
+    quantizer = V1_QUANTIZER if version == 1 else _value(meta, "quantizer", where, str)
     try:
-        kernel = TemporalKernel(T, theta0=theta0)
+        kernel = TemporalKernel(T, theta0=theta0, quantizer=quantizer)
     except ValueError as exc:
         raise NIRFormatError(f"{where}: {exc}") from None
     with torch.no_grad():
@@ -419,10 +424,10 @@ def stages_from_nir(graph: nir.NIRGraph) -> tuple[list[export.Stage], torch.dtyp
     version = _value(meta, "version", "the graph", int)
     if convention != CONVENTION:
         raise NIRFormatError(f"the graph follows convention {convention!r}, not {CONVENTION!r}")
-    if version != CONVENTION_VERSION:
+    if version not in READABLE_VERSIONS:
         raise NIRFormatError(f"the graph uses {CONVENTION} version {version}; this "
-                             f"ttfs-plugin reads version {CONVENTION_VERSION}: upgrade "
-                             "ttfs-plugin or write the file again")
+                             f"ttfs-plugin reads versions {', '.join(map(str, READABLE_VERSIONS))}"
+                             ": upgrade ttfs-plugin or write the file again")
     dtype_name = _value(meta, "dtype", "the graph", str)
     if dtype_name not in DTYPES:
         raise NIRFormatError(f"the graph's dtype {dtype_name!r} is not one of {DTYPES}")
@@ -443,7 +448,7 @@ def stages_from_nir(graph: nir.NIRGraph) -> tuple[list[export.Stage], torch.dtyp
         if role == NEURON:
             if not isinstance(node, nir.IF):
                 raise NIRFormatError(f"{where}: a TTFS neuron is written as an IF node")
-            kernel = _kernel(node.metadata, where)
+            kernel = _kernel(node.metadata, where, version)
             if kernel.T != T:
                 raise NIRFormatError(f"{where}: T={kernel.T} differs from the graph's T={T}")
             index = _value(node.metadata, "layer_index", where, int)

@@ -35,7 +35,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 
 from . import export
 from .errors import ConfigError
-from .kernel import DEFAULT_KERNEL, TAU_MIN, threshold_table
+from .kernel import DEFAULT_KERNEL, DEFAULT_QUANTIZER, TAU_MIN, check_quantizer, threshold_table
 from .layers import TemporalKernel
 from .simulation import SimulationResult, run_simulation
 from .stepped import (
@@ -78,7 +78,8 @@ class TTFSParameters(NamedTuple):
     only); ``norm`` an optional module applied to the integrated membrane when firing starts (a
     TB batch norm); ``input_mode`` how layer 0 takes input (``"analog"`` or ``"spikes"``);
     ``check_range`` (layer 0) refuses analog input outside ``[0, 1]`` (NaN and inf are always
-    refused at layer 0).
+    refused at layer 0); ``quantizer`` picks the threshold table (SPEC §3: ``"ceil"`` or
+    ``"round"``).
     """
 
     layer_index: int
@@ -91,6 +92,7 @@ class TTFSParameters(NamedTuple):
     norm: nn.Module | None = None
     input_mode: str = "analog"
     check_range: bool = False
+    quantizer: str = DEFAULT_QUANTIZER
 
 
 #: State of a TTFS neuron layer: ``mem``, ``fired`` (bool) and ``step`` (0-dim int64), all
@@ -122,7 +124,8 @@ def ttfs_feed_forward_step(input_tensor: Tensor, state: TTFSState | None, p: TTF
     Norse's ``SNNCell`` activation contract ``(input, state, p, dt)``.
 
     Integrate window (``w == p.layer_index``): ``mem += input``. Fire window: spike where
-    ``mem >= thr[k]`` with ``thr = threshold_table(max(tau, TAU_MIN), td, T, theta0)``, once per
+    ``mem >= thr[k]`` with ``thr = threshold_table(max(tau, TAU_MIN), td, T, theta0, quantizer)``,
+    once per
     neuron. Forward the rule is exact; backward a spike has the derivative of Norse's
     ``threshold(v, p.method, p.alpha)`` surrogate at ``v = mem - thr[k]``. Bool, int and sparse
     inputs become dense floats of the parameters' dtype; layer 0 refuses a non-finite input at
@@ -137,9 +140,10 @@ def ttfs_feed_forward_step(input_tensor: Tensor, state: TTFSState | None, p: TTF
     x = as_current(input_tensor, tau.dtype)
     if state is None or state.mem.numel() == 0:
         state = initial_ttfs_state(x)
-    T, theta0 = int(p.T), float(p.theta0)
+    T, theta0, quantizer = int(p.T), float(p.theta0), check_quantizer(p.quantizer)
+
     def table() -> Tensor:
-        return threshold_table(tau.clamp_min(TAU_MIN), td, T, theta0)
+        return threshold_table(tau.clamp_min(TAU_MIN), td, T, theta0, quantizer)
 
     method, alpha = p.method, p.alpha
     spike_fn = straight_through(lambda v: norse_threshold(v, method, alpha))
@@ -154,7 +158,8 @@ class TTFSCell(SNNCell, NeuronBase):
     """TTFS neuron cell of spiking layer ``layer_index`` (Norse style, without time):
     ``spikes, state = cell(x, state)``, ``state=None`` to start.
 
-    IF membrane without leak, decaying threshold ``thr[k] = theta0 * kappa(k)``, fires once.
+    IF membrane without leak, decaying threshold ``thr[k] = theta0 * kappa(k)`` (``quantizer=
+    "round"``: ``kappa(k + 1/2)``), fires once.
     Integrates during window ``layer_index`` and fires during window ``layer_index + 1`` of the
     step counter in its :class:`TTFSState`; on every other step it does no work. Its activation
     is :func:`ttfs_feed_forward_step`, so Norse's own ``SNNCell.forward`` gives the same result.
@@ -178,12 +183,13 @@ class TTFSCell(SNNCell, NeuronBase):
                  theta0: float = DEFAULT_KERNEL.theta0, method: str = "super", alpha: float = 100.0,
                  kernel: TemporalKernel | None = None, norm: nn.Module | None = None,
                  layer_name: str | None = None, input_mode: str = "analog",
-                 is_output: bool = False, check_range: bool = False) -> None:
+                 is_output: bool = False, check_range: bool = False,
+                 quantizer: str = DEFAULT_QUANTIZER) -> None:
         super().__init__(  # type: ignore[call-arg]  # SNNCell.__init__ (untyped)
             activation=ttfs_feed_forward_step, state_fallback=_fresh_state, p=None, dt=1.0,
             activation_sparse=ttfs_feed_forward_step)
         if kernel is None:
-            kernel = TemporalKernel(T, tau, td, theta0)
+            kernel = TemporalKernel(T, tau, td, theta0, quantizer=quantizer)
         self._init_neuron(layer_index, kernel, norm, layer_name, input_mode, is_output,
                           check_range)
         self.method = str(method)
@@ -195,7 +201,7 @@ class TTFSCell(SNNCell, NeuronBase):
         k = self.kernel
         return TTFSParameters(self.layer_index, k.T, k.tau, k.td, k.theta0,
                               self.method, self.alpha, self.norm, self.input_mode,
-                              self.check_range)
+                              self.check_range, k.quantizer)
 
     @p.setter
     def p(self, value) -> None:

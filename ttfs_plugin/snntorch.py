@@ -35,7 +35,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 
 from . import export
 from .errors import ConfigError
-from .kernel import DEFAULT_KERNEL
+from .kernel import DEFAULT_KERNEL, DEFAULT_QUANTIZER
 from .layers import TemporalKernel
 from .simulation import SimulationResult, run_simulation
 from .stepped import (
@@ -86,7 +86,8 @@ class _Theta0(float):
 
 class TTFSNeuron(snn.Leaky, NeuronBase):
     """TTFS neuron of spiking layer ``layer_index``: IF membrane without leak, decaying threshold
-    ``thr[k] = theta0 * kappa(k)``, fires once, then refractory.
+    ``thr[k] = theta0 * kappa(k)`` (``quantizer="round"``: ``kappa(k + 1/2)``), fires once, then
+    refractory.
 
     An ``snn.Leaky`` with ``beta = 1`` (no leak), so snnTorch's own tools that recognise neurons
     by class (``snntorch.backprop.BPTT``, which needs a neuron as the last layer) accept it.
@@ -129,7 +130,8 @@ class TTFSNeuron(snn.Leaky, NeuronBase):
                  learn_graded_spikes_factor: bool = False, threshold: float | None = None,
                  kernel: TemporalKernel | None = None, norm: nn.Module | None = None,
                  layer_name: str | None = None, input_mode: str = "analog",
-                 is_output: bool = False, check_range: bool = False) -> None:
+                 is_output: bool = False, check_range: bool = False,
+                 quantizer: str = DEFAULT_QUANTIZER) -> None:
         _refuse("inhibition", inhibition, False, "a TTFS layer has no winner-take-all")
         _refuse("learn_threshold", learn_threshold, False,
                 "theta0 is fixed; tau and td are the trainable kernel parameters")
@@ -151,7 +153,7 @@ class TTFSNeuron(snn.Leaky, NeuronBase):
             output=output, reset_mechanism="none")
         snn.SpikingNeuron.instances.remove(self)  # no global registry: see reset()
         if kernel is None:
-            kernel = TemporalKernel(T, tau, td, theta0)
+            kernel = TemporalKernel(T, tau, td, theta0, quantizer=quantizer)
         self._init_neuron(layer_index, kernel, norm, layer_name, input_mode, is_output,
                           check_range)
         self.state: NeuronState | None = None

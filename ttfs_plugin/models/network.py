@@ -74,7 +74,7 @@ def _build_layers(cfg: NetworkConfig) -> list[tuple[str, nn.Module]]:
     """Named layers: input, conv1/fc1, bn1, ttfs1, pool1, …, flatten, output."""
     spiking = cfg.activation == "ttfs"
     kernel_kw: dict[str, Any] = dict(T=cfg.T, tau=cfg.tau0, td=cfg.td0, theta0=cfg.theta0,
-                                     grad_mode=cfg.grad_mode)
+                                     grad_mode=cfg.grad_mode, quantizer=cfg.quantizer)
 
     def neuron() -> nn.Module:
         return TTFSActivation(**kernel_kw) if spiking else nn.ReLU()

@@ -16,7 +16,13 @@ from typing import Union
 
 from ..errors import ConfigError
 from ..functional import check_grad_mode
-from ..kernel import DEFAULT_KERNEL, check_kernel_values, check_window
+from ..kernel import (
+    DEFAULT_KERNEL,
+    DEFAULT_QUANTIZER,
+    check_kernel_values,
+    check_quantizer,
+    check_window,
+)
 
 
 @dataclass(frozen=True)
@@ -88,6 +94,7 @@ class NetworkConfig:
     td0: float = DEFAULT_KERNEL.td0
     theta0: float = DEFAULT_KERNEL.theta0
     grad_mode: str = "ste"
+    quantizer: str = DEFAULT_QUANTIZER
     extra: dict = field(default_factory=dict)  # builder arguments (e.g. width), for the record
 
     def __post_init__(self) -> None:
@@ -98,6 +105,7 @@ class NetworkConfig:
         check_window(self.T)
         check_kernel_values(self.tau0, self.td0, self.theta0)
         check_grad_mode(self.grad_mode)
+        check_quantizer(self.quantizer)
         if self.activation not in ACTIVATIONS:
             raise ConfigError(f"activation must be one of {ACTIVATIONS}, got {self.activation!r}")
         if len(self.in_shape) != 3 or min(self.in_shape) < 1:

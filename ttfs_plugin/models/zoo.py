@@ -2,7 +2,7 @@
 
 ``mlp()``, ``small_cnn()`` and ``vgg16()`` each return a :class:`TTFSNetwork`; pass
 ``activation="relu"`` for the plain DNN of the same architecture (the baseline). Kernel settings
-(``T``, ``tau0``, ``td0``, ``theta0``, ``grad_mode``) go through ``**kernel``.
+(``T``, ``tau0``, ``td0``, ``theta0``, ``grad_mode``, ``quantizer``) go through ``**kernel``.
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ from typing import Any
 
 from ..errors import ConfigError, unknown_name
 from ..functional import GRAD_MODES, SPIKE_PROXY_MODES, TB_WEIGHTINGS, check_spike_proxy_mode
-from ..kernel import DEFAULT_KERNEL, check_window
+from ..kernel import DEFAULT_KERNEL, DEFAULT_QUANTIZER, QUANTIZERS, check_window
 
 LR_SCHEDULES = ("cosine", "step", "none")
 ACTIVATIONS = ("ttfs", "relu")
@@ -139,6 +139,9 @@ class ModelSettings:
     x_max0: float | None = setting(None, "initial x_max = exp(td0/tau0) (default: the preset's)")
     theta0: float = setting(DEFAULT_KERNEL.theta0, "threshold scale")
     grad_mode: str = setting("ste", "gradient of the TTFS activation", choices=GRAD_MODES)
+    quantizer: str = setting(DEFAULT_QUANTIZER, "spike time from the real time t~: ceil (first "
+                             "crossing of theta0*kappa(k)) or round (the authors': "
+                             "theta0*kappa(k+1/2))", choices=QUANTIZERS)
     width: float | None = setting(None, "vgg16 width multiplier")
     pool: str | None = setting(None, "pooling of cnn and vgg16", choices=POOLS)
     dropout: bool = setting(False, "vgg16: the authors' dropout (0.3/0.4 after 8 convs, 0.5 "
