@@ -25,6 +25,7 @@ from ttfs_plugin import norse as tnorse  # noqa: E402
 from ttfs_plugin import snntorch as tsnn  # noqa: E402
 from ttfs_plugin.cli import main  # noqa: E402
 from ttfs_plugin.errors import ConfigError  # noqa: E402
+from ttfs_plugin.layers import TemporalKernel  # noqa: E402
 from ttfs_plugin.models import small_cnn  # noqa: E402
 
 ADAPTERS = {"snntorch": (tsnn, tsnn.to_snntorch), "norse": (tnorse, tnorse.to_norse)}
@@ -173,7 +174,7 @@ def test_a_version_1_file_reads_as_ceil(good_file):
         for node in graph.nodes.values():
             (node.metadata or {}).pop("ttfs.quantizer", None)
     net = tnir.from_nir(rewrite(good_file, as_version_1), "snntorch")
-    kernels = [m.kernel for m in net.modules() if hasattr(m, "kernel")]
+    kernels = [m for m in net.modules() if isinstance(m, TemporalKernel)]
     assert kernels and all(k.quantizer == "ceil" for k in kernels)
 
 

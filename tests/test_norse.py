@@ -53,7 +53,7 @@ def check_parity(model: nn.Module, x: torch.Tensor, exact: bool):
     scores = agreement(result, logits, times)
     counts = surrogate_counts(times, T)
     layers = [{"name": name, "neurons": t[0].numel(),
-               "spikes_per_sample": c.double().mean().item()}
+               "spikes_per_sample": c.double().mean().item(), "input": name == "input"}
               for (name, t), c in zip(times.items(), counts.values())]
     expected = efficiency_figures(layers, T)
     if exact:

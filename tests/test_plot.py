@@ -15,8 +15,16 @@ from ttfs_plugin import plot  # noqa: E402
 from ttfs_plugin.checkpoint import save_checkpoint  # noqa: E402
 from ttfs_plugin.errors import CheckpointError, ConfigError  # noqa: E402
 from ttfs_plugin.kernel import encode  # noqa: E402
+from ttfs_plugin.kernel_errors import network_kernel_errors, network_mean  # noqa: E402
 from ttfs_plugin.metrics import evaluate  # noqa: E402
-from ttfs_plugin.models import mlp, small_cnn  # noqa: E402
+from ttfs_plugin.models import (  # noqa: E402
+    Dense,
+    Flatten,
+    NetworkConfig,
+    build_network,
+    mlp,
+    small_cnn,
+)
 from ttfs_plugin.plot_cli import add_plot_parser, run_plot  # noqa: E402
 from ttfs_plugin.simulation import surrogate_spike_times  # noqa: E402
 
@@ -219,7 +227,128 @@ def test_spikes_per_layer_from_evaluation_and_dict(net, tmp_path):
         plot.spikes_per_layer([])
 
 
+# --------------------------------------------------------------------------- kernel errors
+
+def fresh_cnn():
+    """A network of its own for a test that changes its parameters."""
+    torch.manual_seed(0)
+    return small_cnn(in_shape=(1, 12, 12), channels=(4, 8), hidden=16)
+
+
+def kernel_error_history(net, epochs=4):
+    """Records as the trainer writes them, with the kernels moved a little each epoch."""
+    x = images(16, 1, 12, 12)
+    records = []
+    for epoch in range(1, epochs + 1):
+        with torch.no_grad():
+            for layer in net.children():
+                if hasattr(layer, "kernel"):
+                    layer.kernel.td.fill_(0.1 * epoch)
+        records.append({"epoch": epoch, "train_loss": 1.0 / epoch,
+                        "kernels": plot.kernel_snapshot(net),
+                        "kernel_errors": network_kernel_errors(net, x)})
+    return json.loads(json.dumps(records))  # as metrics.json gives them back
+
+
+def test_kernel_error_figures_from_a_history(tmp_path):
+    history = kernel_error_history(fresh_cnn())
+    fig = plot.kernel_error_overview(history, path=tmp_path / "fig2.png")
+    assert_drawn(tmp_path / "fig2.png")
+    mean = fig.axes[0].get_lines()[-1]  # the network mean, drawn last
+    assert list(mean.get_xdata()) == [1, 2, 3, 4]
+    assert list(mean.get_ydata()) == pytest.approx(
+        [network_mean(r["kernel_errors"]) for r in history])
+    length = fig.axes[1].get_lines()[-1].get_ydata()
+    assert length[-1] > length[0]  # td grew: x_max = exp(td/tau) grew, so did the range
+    for kind, key in (("max", "max_error"), ("min", "min_error"),
+                      ("precision", "precision_error")):
+        fig = plot.kernel_error_history(history, kind, path=tmp_path / f"{kind}.png")
+        assert_drawn(tmp_path / f"{kind}.png")
+        top = fig.axes[0].get_lines()
+        assert [line.get_label() for line in top] == ["input", "ttfs1", "ttfs2", "ttfs3"]
+        assert list(top[1].get_ydata()) == pytest.approx(
+            [r["kernel_errors"]["ttfs1"][key] for r in history])
+    with pytest.raises(ConfigError, match="unknown kernel-error figure"):
+        plot.kernel_error_history(history, "total")
+
+
+def test_kernel_error_overview_over_the_initial_x_max():
+    runs = {"a": kernel_error_history(fresh_cnn(), 2),
+            "b": kernel_error_history(fresh_cnn(), 4)[2:]}
+    fig = plot.kernel_error_overview(runs, against="initial_x_max")
+    xs = fig.axes[0].get_lines()[0].get_xdata()
+    start = [network_mean(runs[r][0]["kernel_errors"], "x_max") for r in ("a", "b")]
+    assert list(xs) == pytest.approx(sorted(start))
+    with pytest.raises(ConfigError, match="against"):
+        plot.kernel_error_overview(runs, against="lr")
+
+
+def test_kernel_error_figures_need_kernel_errors():
+    for draw in (plot.kernel_error_overview, plot.kernel_error_history):
+        with pytest.raises(ConfigError, match="records no kernel errors"):
+            draw(HISTORY)
+
+
+def test_kernel_error_curves_fig10(cnn, tmp_path):
+    fig = plot.kernel_error_curves(cnn, path=tmp_path / "fig10.png")
+    assert_drawn(tmp_path / "fig10.png")
+    assert len([ax for ax in fig.axes if ax.get_visible()]) == 4
+    ax = fig.axes[1]  # ttfs1: pruned, quantised, clipped
+    kernel = cnn.ttfs1.kernel
+    pruned, quantised, clipped = (line.get_ydata() for line in ax.get_lines()[:3])
+    z = ax.get_lines()[0].get_xdata()
+    thr = kernel.thresholds().detach().double()
+    assert all(v == pytest.approx(zi / kernel.theta0) for zi, v in zip(z, pruned)
+               if zi < thr[-1].item())
+    bound = ax.get_lines()[-1].get_ydata()[0]  # the Eq. 13 line
+    assert max(v for v in quantised if v == v) <= bound + 1e-9
+    with pytest.raises(ConfigError, match="ReLU"):
+        plot.kernel_error_curves(mlp(hidden=(8,), activation="relu"))
+
+
+def test_parameter_distributions_figs14_15(tmp_path):
+    cnn = fresh_cnn()
+    fig = plot.kernel_parameter_distributions(cnn, path=tmp_path / "fig14.png")
+    assert_drawn(tmp_path / "fig14.png")
+    assert len(fig.axes[0].collections) == 2 * 4  # initial and current tau of every layer
+    with torch.no_grad():
+        cnn.bn2.bias.uniform_(-0.5, 0.5)
+    fig = plot.batchnorm_distributions(cnn, path=tmp_path / "fig15.png")
+    assert_drawn(tmp_path / "fig15.png")
+    assert [t.get_text() for t in fig.axes[1].get_xticklabels()] == ["bn1", "bn2", "bn3"]
+    floors = [line.get_ydata()[0] for line in fig.axes[1].get_lines()
+              if line.get_color() == plot.FLOOR_COLOUR and len(line.get_ydata()) == 2]
+    assert floors == pytest.approx([cnn.get_submodule(f"ttfs{i}").firing_floor().item()
+                                    for i in (1, 2, 3)])
+    with pytest.raises(ConfigError, match="batch norm"):
+        plot.batchnorm_distributions(build_network(NetworkConfig(
+            [Flatten(), Dense(8, batch_norm=False)], (1, 8, 8), 10)))
+
+
+def test_fig7_marks_the_mean_beta_of_the_feeding_batch_norm():
+    cnn = fresh_cnn()
+    with torch.no_grad():
+        cnn.bn1.bias.fill_(-0.25)
+    assert {n: b[0] for n, b in plot.feeding_norms(cnn).items()} == {
+        "ttfs1": "bn1", "ttfs2": "bn2", "ttfs3": "bn3"}
+    stats = plot.preactivation_stats(cnn, images(8, 1, 12, 12))
+    assert stats["input"]["beta"] is None
+    assert stats["ttfs1"]["beta"] == pytest.approx(-0.25)
+    fig = plot.preactivation_histograms(cnn, images(8, 1, 12, 12))
+    lines = fig.axes[1].get_lines()
+    assert lines[0].get_xdata()[0] == pytest.approx(-0.25)
+    assert lines[0].get_label().startswith("mean β")
+    assert not any(line.get_label().startswith("mean β") for line in fig.axes[0].get_lines())
+
+
 # --------------------------------------------------------------------------- ttfs plot
+
+#: The paper's figures 'ttfs plot' draws; the last four need the history's kernel errors.
+PAPER_FIGURES = ("fig5_kernel_parameters", "fig7_preactivations", "fig10_kernel_errors",
+                 "fig14_kernel_parameter_distributions", "fig15_batchnorm_distributions",
+                 "fig2_kernel_error_and_range", "fig11_max_error", "fig12_min_error",
+                 "fig13_precision_error")
+HISTORY_ERROR_FIGURES = PAPER_FIGURES[-4:]
 
 
 def plot_parser():
@@ -244,8 +373,8 @@ def test_run_plot_writes_every_figure(trained_run, tmp_path, capsys):
     assert args.command == "plot"
     assert run_plot(args) == 0
     printed = capsys.readouterr().out
-    for stem in ("training_curves", "kernels", "preactivations", "spikes_per_layer",
-                 "spike_raster"):
+    for stem in ("training_curves", "kernels", "spikes_per_layer", "spike_raster",
+                 *PAPER_FIGURES):
         path = tmp_path / "figs" / f"{stem}.png"
         assert str(path) in printed
         assert_drawn(path)
@@ -261,10 +390,31 @@ def test_run_plot_from_a_checkpoint_file_with_the_surrogate(trained_run, tmp_pat
     args = parser.parse_args(["plot", str(trained_run / "checkpoint.pt"), "--out", str(tmp_path),
                               "--samples", "8", "--backend", "surrogate", "--dpi", "60"])
     assert run_plot(args) == 0
-    assert sorted(p.name for p in tmp_path.glob("*.png")) == [
-        "kernel_parameters.png", "kernels.png", "preactivations.png", "spike_raster.png",
-        "spikes_per_layer.png", "training_curves.png"]  # the history records tau, td per epoch
+    assert sorted(p.name for p in tmp_path.glob("*.png")) == sorted(
+        [f"{stem}.png" for stem in PAPER_FIGURES]
+        + ["kernels.png", "spike_raster.png", "spikes_per_layer.png", "training_curves.png"])
     assert_drawn(tmp_path / "spike_raster.png")
+
+
+def test_run_plot_of_a_run_without_kernel_errors(trained_run, tmp_path, capsys):
+    """A run trained before kernel errors were recorded: a message for Figs. 2, 11–13, the rest
+    drawn as before."""
+    old = tmp_path / "old"
+    old.mkdir()
+    (old / "checkpoint.pt").write_bytes((trained_run / "checkpoint.pt").read_bytes())
+    metrics = json.loads((trained_run / "metrics.json").read_text())
+    for record in metrics["history"]:
+        del record["kernel_errors"]
+    (old / "metrics.json").write_text(json.dumps(metrics))
+    assert run_plot(plot_parser().parse_args(["plot", str(old), "--samples", "16"])) == 0
+    err = capsys.readouterr().err
+    assert "records no kernel errors" in err and "Figs. 2 and 11–13" in err
+    written = {p.stem for p in (old / "plots").glob("*.png")}
+    assert not written & set(HISTORY_ERROR_FIGURES)
+    assert written == set(PAPER_FIGURES) - set(HISTORY_ERROR_FIGURES) | {
+        "kernels", "spike_raster", "spikes_per_layer", "training_curves"}
+    for stem in written:
+        assert_drawn(old / "plots" / f"{stem}.png")
 
 
 def test_run_plot_relu_checkpoint_writes_only_training_curves(tmp_path, capsys):

@@ -56,7 +56,8 @@ def test_round_forward_equals_the_authors_rounding_path(tau, td, T_):
 def test_round_boundaries_come_from_the_half_step_table():
     thr = threshold_table(torch.tensor(TAU, dtype=torch.float64), TD, T, THETA0, "round")
     kappa = kernel_table(TAU, TD, T).double()
-    torch.testing.assert_close(thr, THETA0 * torch.exp(-(torch.arange(T).double() + 0.5 - TD) / TAU))
+    levels = torch.arange(T).double() + 0.5
+    torch.testing.assert_close(thr, THETA0 * torch.exp(-(levels - TD) / TAU))
     below = torch.nextafter(thr, torch.tensor(-math.inf, dtype=torch.float64))
     assert torch.equal(encode(thr, thr), torch.arange(T))  # u = thr[k]: fires at k
     assert torch.equal(encode(below, thr), torch.arange(1, T + 1))  # just below: one later

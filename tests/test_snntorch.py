@@ -67,8 +67,8 @@ def test_parity_with_the_surrogate(case, dtype):
         for name, counts in result.spike_counts.items():
             assert torch.equal(counts, sur_counts[name])
         layers = [{"name": n, "neurons": t[0].numel(),
-                   "spikes_per_sample": sur_counts[n].double().mean().item()}
-                  for n, t in times.items()]
+                   "spikes_per_sample": sur_counts[n].double().mean().item(),
+                   "input": n == "input"} for n, t in times.items()]
         assert result.efficiency() == efficiency_figures(layers, T)
 
 

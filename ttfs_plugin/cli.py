@@ -178,7 +178,8 @@ def _new_run_setup(settings: dict, out: Path, ctx):
     network = get_model(model_name, num_classes=data.num_classes, in_shape=data.in_shape,
                         activation=model.activation, T=model.T, tau0=model.tau0,
                         td0=model.initial_td(preset), theta0=model.theta0,
-                        grad_mode=model.grad_mode, quantizer=model.quantizer, **model_kw)
+                        grad_mode=model.grad_mode, quantizer=model.quantizer,
+                        input_mode=model.input_mode, **model_kw)
     if ctx.is_main and settings["overwrite"]:
         RunDirectory(out, tensorboard=False).clear()
     ctx.barrier()
@@ -317,11 +318,13 @@ def _export(args: argparse.Namespace) -> int:
 
 def _configs(args: argparse.Namespace) -> int:
     """``ttfs configs``: each bundled config, its file and first comment line."""
-    for name in list_configs():
+    names = list_configs()
+    width = max(map(len, names), default=0)
+    for name in names:
         path = resolve_config(name)
         first = next((line.lstrip("# ").strip() for line in path.read_text().splitlines()
                       if line.startswith("#")), "")
-        print(f"{name:<18} {first}")
+        print(f"{name:<{width}}  {first}")
     return 0
 
 
@@ -350,7 +353,8 @@ def format_report(result: dict, title: str = "") -> str:
     if "per_layer" not in result:
         return "\n".join(lines)
     lines += [
-        f"spikes per sample   {result['spikes_per_sample']:.1f}",
+        f"spikes per sample   {result['spikes_per_sample']:.1f}  "
+        f"({result['without_input']['spikes_per_sample']:.1f} without the input layer)",
         f"neurons             {result['neurons']}",
         f"sparsity            {result['sparsity']:.4f} spikes/neuron",
         f"spike rate          {100 * result['spike_rate']:.4f} %",
@@ -459,6 +463,10 @@ def read_config(path: str, parser: argparse.ArgumentParser | None = None) -> dic
         if name not in known:
             raise ConfigError(f"{file}: unknown key {key!r}; valid keys are the flags of "
                               f"'ttfs train': {', '.join(sorted(known))}")
+        if name in values:  # batch_size and batch-size: one setting given twice
+            first = next(k for k in raw if k.replace("-", "_") == name)
+            raise ConfigError(f"{file}: {first!r} and {key!r} are one setting given twice; "
+                              "keep one")
         kind, optional = _value_kind(actions[name])
         try:
             values[name] = check_value(name, value, kind, optional, actions[name].choices)

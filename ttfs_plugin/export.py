@@ -32,15 +32,16 @@ from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from .errors import CheckpointError, ConfigError, TTFSError
-from .layers import InputEncoder, TemporalKernel, TTFSActivation
+from .layers import AnalogInput, InputEncoder, TemporalKernel, TTFSActivation
 from .roles import Exportable, exportable_modules
 from .timestep import INPUT_MODES, check_input_mode
 
 OUTPUT_MODES = ("membrane", "spikes")
-SUPPORTED = ("InputEncoder (first)", "TTFSActivation", "Conv2d", "Linear", "BatchNorm1d/2d",
-             "TBBatchNorm1d/2d", "MaxPool2d", "AvgPool2d", "Flatten", "Identity", "Dropout")
+SUPPORTED = ("InputEncoder or AnalogInput (first)", "TTFSActivation", "Conv2d", "Linear",
+             "BatchNorm1d/2d", "TBBatchNorm1d/2d", "MaxPool2d", "AvgPool2d", "Flatten", "Identity",
+             "Dropout")
 EXPORT_FORMAT = "ttfs-plugin/exported-network"
-EXPORT_VERSION = 3  # 3: neurons carry their quantizer
+EXPORT_VERSION = 3  # 3: neurons carry their quantizer and relay flag
 
 
 class ExportError(TTFSError):
@@ -74,18 +75,19 @@ class NeuronStage(Stage):
     kernel: TemporalKernel = field(default_factory=TemporalKernel)
     input_mode: str = "analog"  # layer 0 only: see timestep.INPUT_MODES
     output: bool = False  # the spiking output layer (its spikes are the network's output)
+    relay: bool = False  # layer 0 of an analog-input network: passes the image on, no spikes
 
     def to_dict(self) -> dict:
         return {**super().to_dict(), "index": self.index, "T": self.kernel.T,
                 "theta0": self.kernel.theta0, "quantizer": self.kernel.quantizer,
-                "input_mode": self.input_mode, "output": self.output}
+                "input_mode": self.input_mode, "output": self.output, "relay": self.relay}
 
     @classmethod
     def from_dict(cls, item, kernels):
         kernel = TemporalKernel(item["T"], theta0=item["theta0"], quantizer=item["quantizer"])
         kernels[item["index"]] = kernel
         return cls(item["name"], item["index"], kernel, check_input_mode(item["input_mode"]),
-                   bool(item["output"]))
+                   bool(item["output"]), bool(item["relay"]))
 
 
 @dataclass
@@ -263,6 +265,19 @@ class _Planner:
         mode = self.input_mode if self.layer == 0 else "analog"
         self.stages.append(NeuronStage(name, self.layer, self.kernel, mode))
 
+    def analog_input(self, name: str, module: AnalogInput) -> None:
+        if self.layer >= 0 or self.pending:
+            raise ExportError(f"{name}: an AnalogInput must be the network's first layer")
+        if self.input_mode == "spikes":
+            raise ExportError("this network takes the analog image (its input layer is an "
+                              "AnalogInput): it has no input spike train; convert it with "
+                              "input_mode='analog'")
+        self.layer = 0
+        # td = 0: the synapse weighs the relayed image by kappa(0) = exp(0) = 1, exactly
+        self.kernel = TemporalKernel(module.T, td=0.0, trainable=False).to(
+            module.dtype_probe.dtype)
+        self.stages.append(NeuronStage(name, 0, self.kernel, "analog", relay=True))
+
     def weight_op(self, name: str, module: nn.Conv2d | nn.Linear) -> None:
         if isinstance(module, nn.Conv2d) and (isinstance(module.padding, str)
                                               or module.padding_mode != "zeros"):
@@ -301,7 +316,8 @@ class _Planner:
         pass
 
     HANDLERS: ClassVar[dict[type, str]] = {
-        TTFSActivation: "neuron", nn.Conv2d: "weight_op", nn.Linear: "weight_op",
+        TTFSActivation: "neuron", AnalogInput: "analog_input", nn.Conv2d: "weight_op",
+        nn.Linear: "weight_op",
         nn.BatchNorm1d: "batch_norm", nn.BatchNorm2d: "batch_norm", nn.MaxPool2d: "max_pool",
         nn.AvgPool2d: "linear_reshape", nn.Flatten: "linear_reshape", nn.Identity: "skip",
         nn.Dropout: "skip",
@@ -333,9 +349,10 @@ def plan_network(network: nn.Module, output: str = "membrane",
                           f"{type(network).__name__}")
     leaves = list(_leaves(network))
     first = next((m for _, m in leaves if not isinstance(m, (nn.Identity, nn.Dropout))), None)
-    if not isinstance(first, InputEncoder):
-        raise ExportError("the network must start with an InputEncoder (layer 0 of a TTFS "
-                          "network); build it with ttfs_plugin.models or put one first")
+    if not isinstance(first, (InputEncoder, AnalogInput)):
+        raise ExportError("the network must start with an InputEncoder or an AnalogInput "
+                          "(layer 0 of a TTFS network); build it with ttfs_plugin.models or put "
+                          "one first")
     planner = _Planner(first.T, input_mode)
     for name, module in leaves:
         planner.visit(name, module)

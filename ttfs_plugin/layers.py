@@ -159,6 +159,7 @@ class InputEncoder(TTFSActivation):
     """
 
     relaxable = False
+    is_input_layer = True  # its spikes are reported apart (the authors' counts leave them out)
 
     def __init__(self, sample_shape: tuple[int, ...], T: int = DEFAULT_KERNEL.T,
                  tau: float = DEFAULT_KERNEL.tau0, td: float = DEFAULT_KERNEL.td0,
@@ -172,6 +173,43 @@ class InputEncoder(TTFSActivation):
 
     def extra_repr(self) -> str:
         return f"sample_shape={self.sample_shape}, " + super().extra_repr()
+
+
+#: How a network's first weight op receives the image (SPEC §8): ``"encode"``, through the input
+#: encoder's spikes (layer 0 spikes, counted); ``"analog"`` (the authors' runs), the image itself
+#: (:class:`AnalogInput`: no input spikes; the time schedule is unchanged).
+NETWORK_INPUT_MODES = ("encode", "analog")
+
+
+def check_network_input_mode(mode: str) -> str:
+    if mode not in NETWORK_INPUT_MODES:
+        raise ConfigError(f"unknown input_mode {mode!r}; use 'encode' (input encoder spikes) or "
+                          "'analog' (the image straight into the first weight op, the authors' "
+                          "runs)")
+    return mode
+
+
+class AnalogInput(nn.Module):
+    """Layer 0 of an analog-input network: checks the batch as :class:`InputEncoder` does
+    (shape, dtype, finite, in ``[0, 1]``) and passes it on unchanged, so the first weight op
+    gets ``W·x``. Not a spiking layer: no spikes, no kernel, nothing counted. Its time slot is
+    kept (window 0), so latency and every layer's windows are those of an encoding network.
+    """
+
+    dtype_probe: Tensor  # buffer, registered in __init__
+
+    def __init__(self, sample_shape: tuple[int, ...], T: int = DEFAULT_KERNEL.T) -> None:
+        super().__init__()
+        self.sample_shape = tuple(int(s) for s in sample_shape)
+        self.T = check_window(T)
+        # empty: follows .to(dtype) so the input dtype can be checked like the encoder's
+        self.register_buffer("dtype_probe", torch.zeros(0), persistent=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return check_input(x, self.sample_shape, self.dtype_probe.dtype)
+
+    def extra_repr(self) -> str:
+        return f"sample_shape={self.sample_shape}, T={self.T}"
 
 
 #: The fix every range message names: how images become intensities in [0, 1].

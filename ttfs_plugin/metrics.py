@@ -21,8 +21,15 @@ import torch
 from torch import Tensor, nn
 
 from .errors import ConfigError, unknown_name
+from .layers import AnalogInput
 from .roles import Counting, eval_mode
-from .synops import OperationCosts, layer_synops, operation_figures, relu_twin_macs
+from .synops import (
+    OperationCosts,
+    analog_input_macs,
+    layer_synops,
+    operation_figures,
+    relu_twin_macs,
+)
 
 
 @dataclass(frozen=True)
@@ -66,32 +73,40 @@ def normalised_energy(spikes: float, time_steps: float, reference: EnergyReferen
 
 
 def efficiency_figures(layers: list[dict], T: int,
-                       reference: str | EnergyReference = "cifar10") -> dict:
-    """Totals and per-layer figures from ``[{"name", "neurons", "spikes_per_sample"}, …]``."""
+                       reference: str | EnergyReference = "cifar10",
+                       time_steps: int | None = None) -> dict:
+    """Totals and per-layer figures from ``[{"name", "neurons", "spikes_per_sample",
+    "input"}, …]`` (``input``: the spiking input layer; optional). ``time_steps`` defaults to
+    ``(len(layers) + 1) * T``; an analog-input network (whose input layer has a window but no
+    spikes) passes its own. ``without_input`` holds the totals the authors report (the input
+    layer left out); for an analog-input network they equal the totals."""
     if not layers:
         raise ConfigError("no spiking layers to report on (is this a ReLU network?)")
     reference = energy_reference(reference)
-    time_steps = (len(layers) + 1) * T
+    time_steps = (len(layers) + 1) * T if time_steps is None else int(time_steps)
     per_layer = [
-        dict(layer, sparsity=layer["spikes_per_sample"] / layer["neurons"],
+        dict(layer, input=bool(layer.get("input", False)),
+             sparsity=layer["spikes_per_sample"] / layer["neurons"],
              spike_rate=layer["spikes_per_sample"] / (layer["neurons"] * time_steps))
         for layer in layers
     ]
-    spikes = sum(layer["spikes_per_sample"] for layer in layers)
-    neurons = sum(layer["neurons"] for layer in layers)
-    energy: dict[str, object] = {hw: normalised_energy(spikes, time_steps, reference, *coeffs)
-                                 for hw, coeffs in HARDWARE_COEFFICIENTS.items()}
-    energy["reference"] = {"name": reference.name, "spikes": reference.spikes,
-                           "time_steps": reference.time_steps}
-    return {
-        "spikes_per_sample": spikes,
-        "neurons": neurons,
-        "sparsity": spikes / neurons,
-        "spike_rate": spikes / (neurons * time_steps),
-        "time_steps": time_steps,
-        "energy": energy,
-        "per_layer": per_layer,
-    }
+
+    def totals(group: list[dict]) -> dict:
+        spikes = sum(layer["spikes_per_sample"] for layer in group)
+        neurons = sum(layer["neurons"] for layer in group)
+        energy: dict[str, object] = {hw: normalised_energy(spikes, time_steps, reference, *c)
+                                     for hw, c in HARDWARE_COEFFICIENTS.items()}
+        return {"spikes_per_sample": spikes, "neurons": neurons,
+                "sparsity": spikes / neurons if neurons else 0.0,
+                "spike_rate": spikes / (neurons * time_steps) if neurons else 0.0,
+                "energy": energy}
+
+    result = totals(per_layer)
+    result["energy"]["reference"] = {"name": reference.name, "spikes": reference.spikes,
+                                     "time_steps": reference.time_steps}
+    return {**result, "time_steps": time_steps,
+            "without_input": totals([layer for layer in per_layer if not layer["input"]]),
+            "per_layer": per_layer}
 
 
 class SpikeCounter:
@@ -110,6 +125,7 @@ class SpikeCounter:
         self._spikes: dict[str, Tensor] = {}
         self._neurons: dict[str, int] = {}
         self._samples: dict[str, int] = {}
+        self._inputs: set[str] = set()
         self._handles: list = []
 
     def __enter__(self) -> "SpikeCounter":
@@ -117,6 +133,8 @@ class SpikeCounter:
         for name, module in modules:
             if isinstance(module, Counting):
                 self._handles.append(module.register_forward_hook(self._hook(name)))
+                if getattr(module, "is_input_layer", False):
+                    self._inputs.add(name)
         return self
 
     def __exit__(self, *exc) -> None:
@@ -146,9 +164,11 @@ class SpikeCounter:
         return {name: float(total) / self._samples[name] for name, total in self._ops.items()}
 
     def layers(self) -> list[dict]:
-        """Per-layer ``name``, ``neurons`` and ``spikes_per_sample`` so far."""
+        """Per-layer ``name``, ``neurons``, ``spikes_per_sample`` so far and ``input`` (the
+        input encoder)."""
         return [{"name": name, "neurons": self._neurons[name],
-                 "spikes_per_sample": float(total) / self._samples[name]}
+                 "spikes_per_sample": float(total) / self._samples[name],
+                 "input": name in self._inputs}
                 for name, total in self._spikes.items()]
 
     def spikes_per_sample(self) -> float:
@@ -176,13 +196,17 @@ def evaluate(network: nn.Module, loader, device: str | torch.device = "cpu",
     result: dict = {"accuracy": correct / total, "samples": total}
     layers = counter.layers()
     if layers:
-        result.update(efficiency_figures(layers, window_length(network), reference))
+        T = window_length(network)
+        # an analog input layer keeps its window (SPEC §8) without being a spiking layer
+        slots = sum(isinstance(m, AnalogInput) for m in network.modules())
+        result.update(efficiency_figures(layers, T, reference,
+                                         time_steps=(len(layers) + 1 + slots) * T))
     if stages and layers:
         config: Any = network.config
-        in_shape = tuple(config.in_shape)
-        result.update(operation_figures(counter.synops_per_sample(),
-                                        relu_twin_macs(stages, in_shape), layers[0]["name"],
-                                        costs))
+        macs = relu_twin_macs(stages, tuple(config.in_shape))
+        input_layer = next((layer["name"] for layer in layers if layer["input"]), None)
+        result.update(operation_figures(counter.synops_per_sample(), macs, input_layer, costs,
+                                        analog_input_macs(stages, macs)))
     return result
 
 

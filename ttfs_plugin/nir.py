@@ -45,8 +45,8 @@ from .roles import exportable_modules
 from .timestep import check_input_mode
 
 CONVENTION = "ttfs-plugin/nir"
-CONVENTION_VERSION = 2  # 2: neurons carry "ttfs.quantizer"
-#: Versions this reader understands; a version-1 file has no quantizer key: it was "ceil".
+CONVENTION_VERSION = 2  # 2: neurons carry "ttfs.quantizer" and "ttfs.relay"
+#: Versions this reader understands; a version-1 file has neither key: it was "ceil", no relay.
 READABLE_VERSIONS = (1, 2)
 V1_QUANTIZER = "ceil"
 PREFIX = "ttfs."
@@ -59,7 +59,7 @@ KEYS = {
     "graph": ("convention", "version", "T", "output", "dtype", "readout_index", "writer",
               "dataset"),
     NEURON: ("role", "layer_index", "T", "tau", "td", "tau0", "td0", "theta0", "quantizer",
-             "input_mode", "output"),
+             "input_mode", "output", "relay"),
     SYNAPSE: ("role", "source", "bias"),
     SYNAPSE_PART: ("role",),
     MAXPOOL: ("role", "kernel_size"),
@@ -220,7 +220,7 @@ def to_nir(source: nn.Module, input_shape: Sequence[int] | None = None, *,
                          td=k.td.item(), tau0=k.tau0.item(), td0=k.td0.item(),
                          theta0=float(k.theta0), quantizer=k.quantizer,
                          input_mode=stage.input_mode,
-                         output=bool(stage.output))
+                         output=bool(stage.output), relay=bool(stage.relay))
             nodes[stage.name] = nir.IF(r=np.ones(shape, np_dtype),
                                        v_threshold=np.full(shape, k.theta0, np_dtype),
                                        v_reset=np.zeros(shape, np_dtype), metadata=meta)
@@ -460,8 +460,13 @@ def stages_from_nir(graph: nir.NIRGraph) -> tuple[list[export.Stage], torch.dtyp
             except ConfigError as exc:
                 raise NIRFormatError(f"{where}: {exc}") from None
             kernels[index] = kernel
+            relay = False if version == 1 else _value(node.metadata, "relay", where, bool)
+            if relay and (index != 0 or float(kernel.td.detach()) != 0.0):
+                raise NIRFormatError(f"{where}: only layer 0 can relay (ttfs.relay), and its "
+                                     "ttfs.td must be 0")
             stages.append(export.NeuronStage(name, index, kernel, mode,
-                                             _value(node.metadata, "output", where, bool)))
+                                             _value(node.metadata, "output", where, bool),
+                                             relay))
         elif role == MAXPOOL:
             stages.append(export.MaxPoolStage(name, _value(node.metadata, "kernel_size", where,
                                                            int)))

@@ -79,7 +79,8 @@ class TTFSParameters(NamedTuple):
     TB batch norm); ``input_mode`` how layer 0 takes input (``"analog"`` or ``"spikes"``);
     ``check_range`` (layer 0) refuses analog input outside ``[0, 1]`` (NaN and inf are always
     refused at layer 0); ``quantizer`` picks the threshold table (SPEC §3: ``"ceil"`` or
-    ``"round"``).
+    ``"round"``); ``relay`` makes layer 0 of an analog-input network (no spikes: it passes its
+    input on at the start of window 1, SPEC §8).
     """
 
     layer_index: int
@@ -93,6 +94,7 @@ class TTFSParameters(NamedTuple):
     input_mode: str = "analog"
     check_range: bool = False
     quantizer: str = DEFAULT_QUANTIZER
+    relay: bool = False
 
 
 #: State of a TTFS neuron layer: ``mem``, ``fired`` (bool) and ``step`` (0-dim int64), all
@@ -148,7 +150,8 @@ def ttfs_feed_forward_step(input_tensor: Tensor, state: TTFSState | None, p: TTF
     method, alpha = p.method, p.alpha
     spike_fn = straight_through(lambda v: norse_threshold(v, method, alpha))
     return layer_step(x, state, int(p.layer_index), T, table, spike_fn, zeros=zeros, norm=p.norm,
-                      input_mode=check_input_mode(p.input_mode), check_range=p.check_range)
+                      input_mode=check_input_mode(p.input_mode), check_range=p.check_range,
+                      relay=bool(p.relay))
 
 
 # --- modules ------------------------------------------------------------------------------------
@@ -184,14 +187,14 @@ class TTFSCell(SNNCell, NeuronBase):
                  kernel: TemporalKernel | None = None, norm: nn.Module | None = None,
                  layer_name: str | None = None, input_mode: str = "analog",
                  is_output: bool = False, check_range: bool = False,
-                 quantizer: str = DEFAULT_QUANTIZER) -> None:
+                 quantizer: str = DEFAULT_QUANTIZER, relay: bool = False) -> None:
         super().__init__(  # type: ignore[call-arg]  # SNNCell.__init__ (untyped)
             activation=ttfs_feed_forward_step, state_fallback=_fresh_state, p=None, dt=1.0,
             activation_sparse=ttfs_feed_forward_step)
         if kernel is None:
             kernel = TemporalKernel(T, tau, td, theta0, quantizer=quantizer)
         self._init_neuron(layer_index, kernel, norm, layer_name, input_mode, is_output,
-                          check_range)
+                          check_range, relay)
         self.method = str(method)
         self.alpha = float(alpha)
 
@@ -201,7 +204,7 @@ class TTFSCell(SNNCell, NeuronBase):
         k = self.kernel
         return TTFSParameters(self.layer_index, k.T, k.tau, k.td, k.theta0,
                               self.method, self.alpha, self.norm, self.input_mode,
-                              self.check_range, k.quantizer)
+                              self.check_range, k.quantizer, self.relay)
 
     @p.setter
     def p(self, value) -> None:
@@ -257,7 +260,7 @@ class ReadoutIntegrator(ReadoutBase):
 def _cell(stage: export.NeuronStage, method: str = "super", alpha: float = 100.0) -> TTFSCell:
     return TTFSCell(stage.index, kernel=stage.kernel, method=method, alpha=alpha,
                     layer_name=stage.name, input_mode=stage.input_mode, is_output=stage.output,
-                    check_range=stage.index == 0)
+                    check_range=stage.index == 0, relay=stage.relay)
 
 
 #: How the shared export builds Norse modules (one factory per stage kind). ``SequentialState``

@@ -1,4 +1,5 @@
-"""Figures of a TTFS network: spike rasters, kernels, pre-activations, training curves.
+"""Figures of a TTFS network: spike rasters, kernels, pre-activations, training curves, and the
+paper's figures of kernel errors and parameters (Figs. 2, 5, 7, 10–15).
 
 Needs the ``plot`` extra (``pip install 'ttfs-plugin[plot]'``, i.e. matplotlib); it is imported
 only when a figure is drawn, so :func:`kernel_snapshot` (for a training callback) works without
@@ -16,6 +17,11 @@ it. Every plotting function takes plain data, returns the matplotlib ``Figure`` 
 >>> snapshots = [plot.kernel_snapshot(net)]                           # the paper's Fig. 5:
 >>> fit(net, ..., on_epoch=lambda record: snapshots.append(plot.kernel_snapshot(net)))
 >>> plot.kernel_parameters(snapshots, path="kernels_over_training.png")
+>>> history = fit(net, ...)          # each record holds "kernels" and "kernel_errors"
+>>> plot.kernel_error_overview(history, path="fig2.png")              # Fig. 2
+>>> plot.kernel_error_history(history, "max", path="fig11.png")       # Figs. 11–13
+>>> plot.kernel_error_curves(net, path="fig10.png")                   # Fig. 10: e(z)
+>>> plot.batchnorm_distributions(net, path="fig15.png")               # Figs. 14–15
 
 Time axis of a raster (SPEC §8): spiking layer ``l`` (the input encoder is ``l = 0``) fires
 during window ``l + 1``, so local spike time ``k`` is global step ``(l + 1) * T + k``.
@@ -34,18 +40,31 @@ import torch
 from torch import Tensor, nn
 
 from .errors import ConfigError
-from .kernel import check_window, encode, kernel_table, spike_regions, threshold_table
+from .kernel import (
+    DEFAULT_QUANTIZER,
+    check_window,
+    encode,
+    kernel_table,
+    spike_regions,
+    threshold_table,
+)
 from .layers import TemporalKernel
 from .roles import SpikingLayer
 
 __all__ = ["spike_raster", "raster_events", "kernel_curves", "kernel_snapshot",
            "kernel_parameters", "collect_preactivations", "preactivation_stats",
            "preactivation_histograms", "load_history", "training_curves", "spikes_per_layer",
+           "kernel_error_overview", "kernel_error_history", "kernel_error_curves",
+           "kernel_parameter_distributions", "batchnorm_distributions", "feeding_norms",
            "save_figure"]
 
 INSTALL_HINT = "pip install 'ttfs-plugin[plot]'"
-#: Colours of the two firing bounds (the paper's Fig. 7).
-FLOOR_COLOUR, CEILING_COLOUR = "tab:red", "tab:purple"
+#: Colours of the two firing bounds and of the batch norm's mean ``beta`` (the paper's Fig. 7).
+FLOOR_COLOUR, CEILING_COLOUR, BETA_COLOUR = "tab:red", "tab:purple", "black"
+#: Batch norms whose ``beta`` Fig. 7 marks and Fig. 15 shows.
+BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
+#: Modules after which a batch norm no longer feeds the next neuron directly.
+WEIGHT_OPS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
 
 
 # --------------------------------------------------------------------------- matplotlib plumbing
@@ -250,8 +269,10 @@ def kernel_snapshot(network: nn.Module) -> dict[str, tuple[float, float]]:
             for name, k in _kernel_modules(network).items()}
 
 
-def _kernel_values(source, T, theta0) -> dict[str, tuple[float, float, int, float]]:
-    """``{name: (tau, td, T, theta0)}`` from a network, a kernel dict or a snapshot."""
+def _kernel_values(source, T, theta0, quantizer: str = DEFAULT_QUANTIZER
+                   ) -> dict[str, tuple[float, float, int, float, str]]:
+    """``{name: (tau, td, T, theta0, quantizer)}`` from a network, a kernel dict or a snapshot
+    (``quantizer`` applies to a snapshot; kernels carry their own)."""
     if isinstance(source, TemporalKernel):
         source = {"kernel": source}
     elif isinstance(source, nn.Module):
@@ -266,13 +287,14 @@ def _kernel_values(source, T, theta0) -> dict[str, tuple[float, float, int, floa
         if isinstance(item, TemporalKernel):
             values[name] = (float(item.effective_tau().detach()), float(item.td.detach()),
                             item.T if T is None else check_window(T),
-                            item.theta0 if theta0 is None else float(theta0))
+                            item.theta0 if theta0 is None else float(theta0), item.quantizer)
             continue
         tau, td = _tau_td(item, name)
         if T is None:
             raise ConfigError("plotting kernels from (tau, td) values needs the window T, "
                               "e.g. kernel_curves(snapshot, T=32)")
-        values[name] = (tau, td, check_window(T), 1.0 if theta0 is None else float(theta0))
+        values[name] = (tau, td, check_window(T), 1.0 if theta0 is None else float(theta0),
+                        quantizer)
     return values
 
 
@@ -288,7 +310,8 @@ def _tau_td(item, name: str) -> tuple[float, float]:
 
 
 def kernel_curves(network_or_kernels, T: int | None = None, theta0: float | None = None, *,
-                  log_thresholds: bool = True, axes=None, path: str | Path | None = None):
+                  quantizer: str = DEFAULT_QUANTIZER, log_thresholds: bool = True, axes=None,
+                  path: str | Path | None = None):
     """Per spiking layer: ``kappa(t)`` for ``t = 0 … T-1`` (left) and the threshold table
     ``theta0 * kappa(k)`` as steps (right, log scale by default: the levels of the
     log-quantiser), with ``x_max = kappa(0)`` (circle) and ``x_min = kappa(T-1)`` (triangle)
@@ -296,14 +319,15 @@ def kernel_curves(network_or_kernels, T: int | None = None, theta0: float | None
 
     ``network_or_kernels``: a network (every :class:`TemporalKernel` inside it), one kernel, a
     ``{name: TemporalKernel}`` dict, or a ``{name: (tau, td)}`` snapshot (then ``T`` is needed;
-    ``theta0`` defaults to 1). ``T`` / ``theta0`` given with kernels override theirs.
+    ``theta0`` defaults to 1, ``quantizer`` says its table). ``T`` / ``theta0`` given with
+    kernels override theirs; kernels always use their own quantizer's table.
     """
-    values = _kernel_values(network_or_kernels, T, theta0)
+    values = _kernel_values(network_or_kernels, T, theta0, quantizer)
     fig, (ax_k, ax_t) = _figure_for_panels(axes, 2, figsize=(11, 4.2), side_by_side=True)
-    for index, (name, (tau, td, T_l, theta0_l)) in enumerate(values.items()):
+    for index, (name, (tau, td, T_l, theta0_l, quantizer_l)) in enumerate(values.items()):
         colour = _layer_colour(index)
         kappa = kernel_table(tau, td, T_l).double().numpy()
-        thr = threshold_table(tau, td, T_l, theta0_l).double().numpy()
+        thr = threshold_table(tau, td, T_l, theta0_l, quantizer_l).double().numpy()
         steps = range(T_l)
         ax_k.plot(steps, kappa, color=colour, lw=1.2, marker=".", ms=3,
                   label=f"{name}: τ={tau:.3g}, td={td:.3g} "
@@ -417,11 +441,41 @@ def collect_preactivations(network: nn.Module, x: Tensor) -> dict[str, tuple[Ten
     return found
 
 
+def feeding_norms(network: nn.Module) -> dict[str, tuple[str, nn.Module]]:
+    """``{neuron name: (norm name, batch norm)}``: the batch norm that feeds each TTFS neuron —
+    the last one before it with no weight op in between, or the neuron's own ``norm`` (the
+    snnTorch and Norse adapters); neurons without one are left out."""
+    found: dict[str, tuple[str, nn.Module]] = {}
+    pending: tuple[str, nn.Module] | None = None
+    for name, module in network.named_modules():
+        own = getattr(module, "norm", None)
+        if _is_neuron(module) and isinstance(own, BATCH_NORMS):
+            found[name] = (f"{name}.norm", own)
+            pending = None
+        elif _is_neuron(module):
+            if pending is not None:
+                found[name] = pending
+            pending = None
+        elif isinstance(module, BATCH_NORMS):
+            pending = (name, module)
+        elif isinstance(module, WEIGHT_OPS):
+            pending = None
+    return found
+
+
+def _mean_beta(norm: nn.Module) -> float | None:
+    bias = getattr(norm, "bias", None)
+    return float(bias.detach().float().mean()) if isinstance(bias, Tensor) else None
+
+
 def preactivation_stats(network: nn.Module, x: Tensor) -> dict[str, dict]:
     """Per TTFS layer: its pre-activations ``z`` (flat), the firing bounds ``floor`` =
     ``theta0 * x_min`` and ``ceiling`` = ``theta0 * x_max``, and the fractions of neurons
     ``pruned`` (no spike), ``quantized`` (``1 ≤ t ≤ T-1``) and ``clipped`` (``t = 0``) — the
-    spike times come from :func:`~ttfs_plugin.kernel.encode` on the layer's own table."""
+    spike times come from :func:`~ttfs_plugin.kernel.encode` on the layer's own table — and
+    ``beta``: the mean ``beta`` over the channels of the batch norm that feeds the layer
+    (:func:`feeding_norms`; ``None`` without one), the centre the paper's Fig. 7 marks."""
+    norms = feeding_norms(network)
     stats = {}
     for name, (z, neuron) in collect_preactivations(network, x).items():
         thr = cast(SpikingLayer, neuron).kernel.thresholds().detach().float().cpu()
@@ -429,19 +483,23 @@ def preactivation_stats(network: nn.Module, x: Tensor) -> dict[str, dict]:
         total = max(t.numel(), 1)
         fractions = {region: mask.sum().item() / total
                      for region, mask in spike_regions(t, thr.numel()).items()}
+        norm = norms.get(name)
         stats[name] = {"z": z.reshape(-1), "floor": thr[-1].item(), "ceiling": thr[0].item(),
-                       "T": thr.numel(), **fractions}
+                       "T": thr.numel(), **fractions,
+                       "beta": _mean_beta(norm[1]) if norm is not None else None}
     return stats
 
 
-def _histogram_range(z: Tensor, floor: float, ceiling: float) -> tuple[float, float]:
-    """Central 99.8 % of ``z``, widened to show both bounds and 0."""
+def _histogram_range(z: Tensor, floor: float, ceiling: float,
+                     beta: float | None = None) -> tuple[float, float]:
+    """Central 99.8 % of ``z``, widened to show both bounds, 0 and ``beta``."""
     sample = z if z.numel() <= 1_000_000 else z[torch.randint(z.numel(), (1_000_000,))]
     finite = sample[torch.isfinite(sample)]
+    marks = [0.0, floor, 1.1 * ceiling] + ([beta] if beta is not None else [])
     if finite.numel() == 0:
-        return min(0.0, floor), 1.1 * ceiling
+        return min(marks), max(marks)
     lo, hi = torch.quantile(finite.double(), torch.tensor([0.001, 0.999], dtype=torch.double))
-    lo, hi = min(lo.item(), 0.0), max(hi.item(), 1.1 * ceiling, floor)
+    lo, hi = min(lo.item(), *marks), max(hi.item(), *marks)
     return (lo, hi) if hi > lo else (lo - 1.0, hi + 1.0)
 
 
@@ -449,6 +507,7 @@ def preactivation_histograms(network: nn.Module, x: Tensor, bins: int = 100, *,
                              log: bool = True, ncols: int = 4, axes=None,
                              path: str | Path | None = None):
     """The paper's Fig. 7: per spiking layer, the histogram of its pre-activations ``z`` with
+    the mean ``beta`` of the batch norm that feeds it (black, where there is one),
     ``theta0 * x_min`` (red: below it a neuron is pruned) and ``theta0 * x_max`` (purple: above
     it the spike is clipped to ``t = 0``); the title gives the pruned / quantized / clipped
     fractions. Counts are on a log axis unless ``log=False``; the x range is the central
@@ -467,10 +526,12 @@ def preactivation_histograms(network: nn.Module, x: Tensor, bins: int = 100, *,
             extra.set_visible(False)
     for ax, (name, s) in zip(panels, stats.items()):
         z = s["z"]
-        lo, hi = _histogram_range(z, s["floor"], s["ceiling"])
+        lo, hi = _histogram_range(z, s["floor"], s["ceiling"], s["beta"])
         counts = torch.histc(z.double(), bins=bins, min=lo, max=hi).numpy()
         edges = torch.linspace(lo, hi, bins + 1).numpy()
         ax.stairs(counts, edges, fill=True, color="0.45", alpha=0.8)
+        if s["beta"] is not None:
+            ax.axvline(s["beta"], color=BETA_COLOUR, lw=1.2, label=f"mean β = {s['beta']:.3g}")
         ax.axvline(s["floor"], color=FLOOR_COLOUR, lw=1.2,
                    label=f"θ0·x_min = {s['floor']:.3g}")
         ax.axvline(s["ceiling"], color=CEILING_COLOUR, lw=1.2,
@@ -660,4 +721,286 @@ def spikes_per_layer(per_layer, neurons: Mapping[str, int] | None = None, *,
         ax.legend(handles, [h.get_label() for h in handles], fontsize="x-small",
                   frameon=False, loc="upper center", ncol=2)
     ax.set_title(title or f"{sum(spikes):.4g} spikes per sample over {len(rows)} layers")
+    return _finish(fig, path)
+
+
+# --------------------------------------------------------------------------- 6. kernel errors
+
+#: Figs. 11–13: ``kind -> (error key, representation key, error label, representation label)``.
+KERNEL_ERROR_KINDS = {
+    "max": ("max_error", "x_max", "maximum (clipping) error, Eq. 10",
+            "maximum representation x_max = κ(0)"),
+    "min": ("min_error", "x_min", "minimum (pruning) error, Eq. 11",
+            "minimum representation x_min = κ(T-1)"),
+    "precision": ("precision_error", "max_precision_error", "precision error, Eq. 12",
+                  "maximum precision error, Eq. 13"),
+}
+NO_KERNEL_ERRORS = ("the history records no kernel errors (no 'kernel_errors' entry: a run "
+                    "trained before ttfs-plugin recorded them, or without validation data); "
+                    "train again to get Figs. 2 and 11–13")
+
+
+def _as_history(source) -> list[Mapping]:
+    """Per-epoch records from a history list, a ``{"history": …}`` dict or a run folder / file."""
+    if isinstance(source, (str, Path)):
+        source = load_history(source)
+    elif isinstance(source, Mapping):
+        source = source.get("history", [])
+    return [r for r in source if isinstance(r, Mapping)]
+
+
+def _kernel_error_records(history) -> list[tuple[float, dict]]:
+    """``[(epoch, {layer: figures})]`` of the records that hold ``kernel_errors``."""
+    found = []
+    for i, record in enumerate(_as_history(history)):
+        per_layer = record.get("kernel_errors")
+        if isinstance(per_layer, Mapping) and per_layer:
+            epoch = record.get("epoch")
+            found.append((epoch if isinstance(epoch, (int, float)) else i + 1, dict(per_layer)))
+    if not found:
+        raise ConfigError(NO_KERNEL_ERRORS)
+    return found
+
+
+def _number(value) -> float:
+    """A recorded figure as a float (``None``, a non-number: NaN — strict JSON's missing value)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return math.nan
+    return float(value)
+
+
+def _layer_names(records: list[tuple[float, dict]]) -> list[str]:
+    names: list[str] = []
+    for _, per_layer in records:
+        names += [n for n in per_layer if n not in names]
+    return names
+
+
+def _per_layer_series(records, key: str) -> dict[str, list[float]]:
+    return {name: [_number(per_layer.get(name, {}).get(key)) for _, per_layer in records]
+            for name in _layer_names(records)}
+
+
+def kernel_error_overview(runs, against: str = "epoch", *, axes=None,
+                          path: str | Path | None = None):
+    """The paper's Fig. 2: the total kernel error (``max + min + precision``, SPEC §11) and the
+    representation length ``x_max - x_min``, each the mean over the spiking layers.
+
+    ``runs``: one history (records, a ``metrics.json`` dict, a run folder or file) or a
+    ``{label: history}`` dict of several. ``against="epoch"`` draws them over training (one
+    run: the layers as thin lines too); ``against="initial_x_max"`` draws each run's last
+    epoch over its first epoch's ``x_max`` — the paper's axis, for runs started at different
+    ``x_max``.
+    """
+    if against not in ("epoch", "initial_x_max"):
+        raise ConfigError(f"against must be 'epoch' or 'initial_x_max', got {against!r}")
+    if isinstance(runs, Mapping) and "history" not in runs:
+        named = {str(label): _kernel_error_records(h) for label, h in runs.items()}
+    else:
+        named = {"": _kernel_error_records(runs)}
+    if not named:
+        raise ConfigError("no runs to plot")
+    from .kernel_errors import network_mean
+
+    fig, (ax_err, ax_len) = _figure_for_panels(axes, 2, figsize=(7, 5.6),
+                                               sharex=against == "epoch")
+    panels = ((ax_err, "total_error", "total kernel error (mean per neuron)"),
+              (ax_len, "range_length", "representation length x_max − x_min"))
+    if against == "epoch":
+        for ax, key, label in panels:
+            for index, (run, records) in enumerate(named.items()):
+                xs = [epoch for epoch, _ in records]
+                if len(named) == 1:
+                    for j, (name, ys) in enumerate(_per_layer_series(records, key).items()):
+                        ax.plot(xs, ys, color=_layer_colour(j), lw=0.8, alpha=0.6, label=name)
+                ys = [network_mean(per_layer, key) for _, per_layer in records]
+                ax.plot(xs, ys, color="black" if len(named) == 1 else _layer_colour(index),
+                        lw=2.0, marker="." if len(xs) <= 50 else None,
+                        label=run or "mean over layers")
+            ax.set_ylabel(label, fontsize="small")
+            ax.grid(alpha=0.3)
+        ax_len.set_xlabel("epoch")
+        _integer_epochs(ax_len)
+        _legend(ax_err, len(ax_err.get_lines()))
+    else:
+        start = {run: network_mean(records[0][1], "x_max") for run, records in named.items()}
+        order = sorted(named, key=lambda run: start[run])
+        for ax, key, label in panels:
+            xs = [start[run] for run in order]
+            ys = [network_mean(named[run][-1][1], key) for run in order]
+            ax.plot(xs, ys, "o-", color="black")
+            for x, y, run in zip(xs, ys, order):
+                ax.annotate(run, (x, y), fontsize="x-small", textcoords="offset points",
+                            xytext=(4, 4))
+            ax.set_ylabel(label + " (last epoch)", fontsize="small")
+            ax.set_xlabel("initial maximum representation x_max")
+            ax.grid(alpha=0.3)
+    ax_err.set_title("kernel error and representation range (Fig. 2)")
+    return _finish(fig, path)
+
+
+def kernel_error_history(history, kind: str = "max", *, axes=None,
+                         path: str | Path | None = None):
+    """The paper's Figs. 11–13, per spiking layer over training: ``kind="max"`` the maximum
+    error and ``x_max`` (Fig. 11), ``"min"`` the minimum error and ``x_min`` (Fig. 12),
+    ``"precision"`` the precision error and the maximum precision error of Eq. 13 (Fig. 13).
+
+    ``history``: the per-epoch records (their ``kernel_errors`` entries, SPEC §11), a
+    ``metrics.json`` dict, or a run folder / file.
+    """
+    if kind not in KERNEL_ERROR_KINDS:
+        raise ConfigError(f"unknown kernel-error figure {kind!r}; choose one of "
+                          f"{list(KERNEL_ERROR_KINDS)}")
+    error_key, value_key, error_label, value_label = KERNEL_ERROR_KINDS[kind]
+    records = _kernel_error_records(history)
+    xs = [epoch for epoch, _ in records]
+    fig, (ax_err, ax_val) = _figure_for_panels(axes, 2, figsize=(8, 6), sharex=True)
+    marker = "." if len(xs) <= 50 else None
+    for ax, key in ((ax_err, error_key), (ax_val, value_key)):
+        for index, (name, ys) in enumerate(_per_layer_series(records, key).items()):
+            ax.plot(xs, ys, color=_layer_colour(index), marker=marker, label=name)
+        ax.grid(alpha=0.3)
+    ax_err.set_ylabel(error_label + "\n(mean per neuron)", fontsize="small")
+    ax_val.set_ylabel(value_label, fontsize="small")
+    ax_val.set_xlabel("epoch")
+    _integer_epochs(ax_val)
+    figure = {"max": 11, "min": 12, "precision": 13}[kind]
+    ax_err.set_title(f"{error_label.split(',')[0]} per layer over training (Fig. {figure})")
+    _legend(ax_err, len(_layer_names(records)))
+    return _finish(fig, path)
+
+
+def kernel_error_curves(network_or_kernels, points: int = 1500, *, ncols: int = 4, axes=None,
+                        path: str | Path | None = None):
+    """The paper's Fig. 10: the kernel error ``e(z) = |relu(z)/theta0 - kappa(t(z))|`` of each
+    layer's kernel as a function of the pre-activation ``z`` (log axis), coloured by region —
+    pruned (minimum error, red), quantised (precision error, grey), clipped (maximum error,
+    purple) — with the firing floor ``thr[T-1]``, the clip level ``thr[0]`` and the maximum
+    precision error of Eq. 13 (dashed). The regions come from each layer's threshold table.
+
+    ``network_or_kernels``: a network (every :class:`TemporalKernel` inside it), one kernel or a
+    ``{name: TemporalKernel}`` dict.
+    """
+    from .kernel_errors import max_precision_error, neuron_errors
+
+    if isinstance(network_or_kernels, TemporalKernel):
+        kernels = {"kernel": network_or_kernels}
+    elif isinstance(network_or_kernels, nn.Module):
+        kernels = _kernel_modules(network_or_kernels)
+    elif isinstance(network_or_kernels, Mapping) and all(
+            isinstance(k, TemporalKernel) for k in network_or_kernels.values()):
+        kernels = dict(network_or_kernels)
+    else:
+        raise ConfigError("kernel_error_curves takes a network, a TemporalKernel or a "
+                          "{name: TemporalKernel} dict")
+    if not kernels:
+        raise ConfigError("the network has no temporal kernels (is it a ReLU network?)")
+    if points < 10:
+        raise ConfigError(f"points must be >= 10, got {points}")
+    n = len(kernels)
+    if axes is not None:
+        fig, panels = _figure_for_panels(axes, n)
+    else:
+        cols = max(1, min(ncols, n))
+        rows = math.ceil(n / cols)
+        fig, grid = _new_figure(rows, cols, figsize=(3.4 * cols, 2.9 * rows))
+        panels = list(grid.flat)
+        for extra in panels[n:]:
+            extra.set_visible(False)
+    regions = (("pruned", FLOOR_COLOUR), ("quantized", "0.3"), ("clipped", CEILING_COLOUR))
+    for ax, (name, kernel) in zip(panels, kernels.items()):
+        thr = kernel.thresholds().detach().double().cpu()
+        kappa = kernel.kernel().detach().double().cpu()
+        floor, clip = thr[-1].item(), thr[0].item()
+        z = torch.logspace(math.log10(floor / 4), math.log10(clip * 1.5), points,
+                           dtype=torch.double)
+        error, t = neuron_errors(z, thr, kappa, kernel.theta0)
+        masks = {"pruned": t >= thr.numel(), "clipped": t == 0}
+        masks["quantized"] = ~(masks["pruned"] | masks["clipped"])
+        for region, colour in regions:
+            ys = torch.where(masks[region], error, torch.full_like(error, math.nan))
+            ax.plot(z.numpy(), ys.numpy(), color=colour, lw=1.0, label=region)
+        ax.axvline(floor, color=FLOOR_COLOUR, lw=0.8, ls=":")
+        ax.axvline(clip, color=CEILING_COLOUR, lw=0.8, ls=":")
+        ax.axhline(max_precision_error(thr, kappa, kernel.theta0), color="0.3", lw=0.8,
+                   ls="--", label="max precision error (Eq. 13)")
+        ax.set_xscale("log")
+        ax.set_title(f"{name}: τ={float(kernel.effective_tau().detach()):.3g}, "
+                     f"td={float(kernel.td.detach()):.3g}", fontsize="small")
+        ax.set_xlabel("pre-activation z", fontsize="small")
+        ax.tick_params(labelsize="x-small")
+    panels[0].set_ylabel("kernel error e(z)")
+    panels[0].legend(fontsize="xx-small", frameon=False)
+    return _finish(fig, path)
+
+
+# --------------------------------------------------------------------------- 7. parameters
+
+def _strip(ax, position: float, values: Tensor, **style) -> None:
+    """All ``values`` at x = ``position``, spread sideways when there are several."""
+    values = values.detach().double().cpu().reshape(-1)
+    spread = torch.linspace(-0.25, 0.25, values.numel(), dtype=torch.double)
+    xs = position + (spread if values.numel() > 1 else torch.zeros(1, dtype=torch.double))
+    ax.scatter(xs.numpy(), values.numpy(), **style)
+
+
+def kernel_parameter_distributions(network: nn.Module, *, axes=None,
+                                   path: str | Path | None = None):
+    """The paper's Fig. 14: the temporal-kernel parameters ``tau`` and ``td`` of every spiking
+    layer (filled: now; hollow: the initial ``tau0``, ``td0`` that TR pulls towards, SPEC §6).
+    Per-layer scalars here, so the distribution is the spread over the layers."""
+    kernels = _kernel_modules(network)
+    if not kernels:
+        raise ConfigError("the network has no temporal kernels (is it a ReLU network?)")
+    fig, (ax_tau, ax_td) = _figure_for_panels(axes, 2, figsize=(max(7.0, 0.5 * len(kernels)
+                                                                     + 3), 5.6), sharex=True)
+    for index, kernel in enumerate(kernels.values()):
+        colour = _layer_colour(index)
+        for ax, now, start in ((ax_tau, kernel.effective_tau(), getattr(kernel, "tau0", None)),
+                               (ax_td, kernel.td, getattr(kernel, "td0", None))):
+            if isinstance(start, Tensor):
+                _strip(ax, index, start, s=30, facecolors="none", edgecolors=colour)
+            _strip(ax, index, now, s=24, color=colour)
+    names = list(kernels)
+    ax_td.set_xticks(range(len(names)), names, rotation=45 if len(names) > 6 else 0,
+                     ha="right" if len(names) > 6 else "center", fontsize="small")
+    ax_tau.set_ylabel("τ (time constant)")
+    ax_td.set_ylabel("td (time delay)")
+    for ax in (ax_tau, ax_td):
+        ax.grid(alpha=0.3)
+        ax.ticklabel_format(axis="y", useOffset=False)
+    ax_tau.set_title("temporal-kernel parameters per layer (Fig. 14; ○ initial, ● now)")
+    return _finish(fig, path)
+
+
+def batchnorm_distributions(network: nn.Module, *, axes=None, path: str | Path | None = None):
+    """The paper's Fig. 15: the distribution over channels of each batch norm's ``gamma``
+    (weight) and ``beta`` (bias) as box plots, with the firing floor ``theta0 * x_min`` of the
+    neuron it feeds (red) on the ``beta`` panel — TB (SPEC §7) moves ``beta`` below it."""
+    norms = [(name, m) for name, m in network.named_modules()
+             if isinstance(m, BATCH_NORMS) and isinstance(getattr(m, "weight", None), Tensor)]
+    if not norms:
+        raise ConfigError("the network has no batch norm with affine parameters (gamma, beta)")
+    floors = {id(norm): cast(SpikingLayer, network.get_submodule(neuron)).firing_floor()
+              for neuron, (_, norm) in feeding_norms(network).items()}
+    fig, (ax_g, ax_b) = _figure_for_panels(axes, 2, figsize=(max(7.0, 0.5 * len(norms) + 3),
+                                                             5.6), sharex=True)
+    positions = list(range(len(norms)))
+    for ax, attr in ((ax_g, "weight"), (ax_b, "bias")):
+        data = [getattr(m, attr).detach().double().cpu().numpy() for _, m in norms]
+        ax.boxplot(data, positions=positions, widths=0.6, showfliers=True,
+                   flierprops={"markersize": 2})
+        ax.grid(alpha=0.3)
+    for position, (_, norm) in zip(positions, norms):
+        if id(norm) in floors:
+            ax_b.plot([position - 0.35, position + 0.35], [float(floors[id(norm)])] * 2,
+                      color=FLOOR_COLOUR, lw=1.5)
+    names = [name for name, _ in norms]
+    ax_b.set_xticks(positions, names, rotation=45 if len(names) > 6 else 0,
+                    ha="right" if len(names) > 6 else "center", fontsize="small")
+    ax_g.set_ylabel("γ (batch-norm weight)")
+    ax_b.set_ylabel("β (batch-norm bias)")
+    ax_b.plot([], [], color=FLOOR_COLOUR, lw=1.5, label="θ0·x_min of the neuron it feeds")
+    ax_b.legend(fontsize="x-small", frameon=False)
+    ax_g.set_title("batch-norm parameters per layer, over channels (Fig. 15)")
     return _finish(fig, path)

@@ -1,11 +1,14 @@
 """``ttfs plot RUN_OR_CHECKPOINT --out DIR``: the figures of a trained run, as image files.
 
-Writes ``training_curves`` (from the run's ``metrics.json`` / ``metrics.csv``, else the
-checkpoint's history), ``kernels``, ``kernel_parameters`` (when the history records kernel
-snapshots) and, from a few samples of the checkpoint's dataset, ``preactivations`` (the
-paper's Fig. 7), ``spikes_per_layer`` and ``spike_raster`` (a time-stepped snnTorch
-simulation when snnTorch is installed, else the surrogate's spike times, which SPEC §8 makes
-identical).
+From the history (the run's ``metrics.json`` / ``metrics.csv``, else the checkpoint's):
+``training_curves``, ``fig5_kernel_parameters`` (when it records kernel snapshots),
+``fig2_kernel_error_and_range`` and ``fig11_max_error``, ``fig12_min_error``,
+``fig13_precision_error`` (when it records ``kernel_errors``; an older run gets a message
+instead). From the checkpoint: ``kernels``, ``fig10_kernel_errors`` (``e(z)`` of each kernel),
+``fig14_kernel_parameter_distributions``, ``fig15_batchnorm_distributions`` and, from a few
+samples of its dataset, ``fig7_preactivations``, ``spikes_per_layer`` and ``spike_raster`` (a
+time-stepped snnTorch simulation when snnTorch is installed, else the surrogate's spike times,
+which SPEC §8 makes identical).
 
 The ``ttfs`` command adds it with :func:`add_plot_parser` and dispatches to :func:`run_plot`.
 """
@@ -27,10 +30,12 @@ FORMATS = ("png", "pdf", "svg")
 def add_plot_parser(subparsers) -> argparse.ArgumentParser:
     """Add the ``plot`` sub-command to an argparse ``subparsers`` object; returns its parser."""
     p = subparsers.add_parser(
-        "plot", help="figures of a run: training curves, kernels, pre-activations, spikes",
+        "plot", help="figures of a run: training curves, kernels, kernel errors, "
+                     "pre-activations, spikes",
         description="Write the figures of a trained run as image files: training curves, "
-                    "temporal kernels, pre-activation histograms (the paper's Fig. 7), spikes "
-                    "per layer and a spike raster.")
+                    "temporal kernels, the paper's Figs. 2, 5, 7, 10-15 (kernel errors, kernel "
+                    "and batch-norm parameters, pre-activation histograms), spikes per layer "
+                    "and a spike raster.")
     p.add_argument("run", metavar="RUN_OR_CHECKPOINT",
                    help="run folder written by 'ttfs train --out DIR', or a checkpoint.pt")
     p.add_argument("--out", help="folder for the figures (default: RUN/plots)")
@@ -109,6 +114,16 @@ def _raster_times(network, x: torch.Tensor, backend: str) -> tuple[dict, str]:
     return surrogate_spike_times(network, x)[1], "surrogate"
 
 
+def _kernel_records(history: list, ckpt) -> list[dict]:
+    """The history records that hold kernel snapshots: from ``history``, else from the
+    checkpoint's own history (``metrics.csv`` has no room for them)."""
+    for source in (history, list(ckpt.history) if ckpt is not None else []):
+        records = [r for r in source if isinstance(r, dict) and r.get("kernels")]
+        if records:
+            return records
+    return []
+
+
 def run_plot(args: argparse.Namespace) -> int:
     """Write the figures of ``args.run`` into ``args.out``; print each path written.
 
@@ -156,17 +171,28 @@ def run_plot(args: argparse.Namespace) -> int:
         written.append(plot.save_figure(fig, out / f"{stem}.{args.format}", dpi=args.dpi))
         print(written[-1])
 
+    def note(message: str) -> None:
+        print(f"ttfs plot: {message}", file=sys.stderr)
+
     if history:
         title = network.config.name if network is not None else ""
         if ckpt is not None and ckpt.dataset is not None:
             title += f" on {ckpt.dataset.name}"
         save(plot.training_curves(history, title=title), "training_curves")
     else:
-        print(f"ttfs plot: {target} records no training history; no training curves",
-              file=sys.stderr)
+        note(f"{target} records no training history; no training curves")
+    records = _kernel_records(history, ckpt)
+    if records:  # a spiking run's history: kernels (and kernel errors) per epoch
+        save(plot.kernel_parameters(records), "fig5_kernel_parameters")
+        if any(r.get("kernel_errors") for r in records):
+            save(plot.kernel_error_overview(records), "fig2_kernel_error_and_range")
+            for kind, stem in (("max", "fig11_max_error"), ("min", "fig12_min_error"),
+                               ("precision", "fig13_precision_error")):
+                save(plot.kernel_error_history(records, kind), stem)
+        else:
+            note(f"{target}: {plot.NO_KERNEL_ERRORS}")
     if network is None:
-        print(f"ttfs plot: {target} holds no checkpoint; wrote only the training curves",
-              file=sys.stderr)
+        note(f"{target} holds no checkpoint; wrote only the figures of its history")
         return 0
     if not spiking:
         print(f"ttfs plot: {checkpoint} is a ReLU network: no spikes or kernels to plot; "
@@ -174,9 +200,13 @@ def run_plot(args: argparse.Namespace) -> int:
         return 0
 
     save(plot.kernel_curves(network), "kernels")
-    if any(isinstance(r, dict) and "kernels" in r for r in history):
-        save(plot.kernel_parameters(history), "kernel_parameters")
-    save(plot.preactivation_histograms(network, x), "preactivations")
+    save(plot.kernel_error_curves(network), "fig10_kernel_errors")
+    save(plot.kernel_parameter_distributions(network), "fig14_kernel_parameter_distributions")
+    try:
+        save(plot.batchnorm_distributions(network), "fig15_batchnorm_distributions")
+    except ConfigError as exc:  # a network without batch norm
+        note(f"{checkpoint}: {exc}; no Fig. 15")
+    save(plot.preactivation_histograms(network, x), "fig7_preactivations")
 
     from .metrics import evaluate
 

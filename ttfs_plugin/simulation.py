@@ -32,6 +32,7 @@ class SimulationResult:
     steps: int
     neurons: dict[str, int] = field(default_factory=dict)
     output_layer: str | None = None  # the spiking output layer's name (output="spikes")
+    input_layer: str | None = None  # the spiking input layer's name (None: analog input)
 
     @property
     def first_spike_prediction(self) -> Tensor:
@@ -51,9 +52,10 @@ class SimulationResult:
     def efficiency(self, reference: str | EnergyReference = "cifar10") -> dict:
         """The SPEC §9 figures of this batch (same definitions as ``metrics.evaluate``)."""
         layers = [{"name": name, "neurons": self.neurons[name],
-                   "spikes_per_sample": counts.double().mean().item()}
+                   "spikes_per_sample": counts.double().mean().item(),
+                   "input": name == self.input_layer}
                   for name, counts in self.spike_counts.items()]
-        return efficiency_figures(layers, self.T, reference)
+        return efficiency_figures(layers, self.T, reference, time_steps=self.steps)
 
 
 def is_ttfs_neuron(module: nn.Module) -> bool:
@@ -106,8 +108,12 @@ def run_simulation(net: nn.Module, x: Tensor, step: Callable, steps: int | None 
     label = None
     if output is not None:
         label = output.layer_name or next(n for n, m in net.named_modules() if m is output)
-    assert recorder.T is not None  # it hooks every neuron, `first` among them
-    return SimulationResult(logits, recorder.times, recorder.T, steps, recorder.neurons, label)
+    assert recorder.T is not None  # it hooks every spiking neuron
+    input_label = None
+    if not first.relay:
+        input_label = first.layer_name or next(n for n, m in net.named_modules() if m is first)
+    return SimulationResult(logits, recorder.times, recorder.T, steps, recorder.neurons, label,
+                            input_label)
 
 
 class SpikeTimeRecorder:
@@ -123,7 +129,7 @@ class SpikeTimeRecorder:
         self.T: int | None = None  # the window of the neurons' kernels
         self._handles = []
         for name, module in net.named_modules():
-            if is_ttfs_neuron(module):
+            if is_ttfs_neuron(module) and not getattr(module, "relay", False):  # relay: no spikes
                 label = getattr(module, "layer_name", None) or name
                 self._handles.append(module.register_forward_hook(self._hook(label)))
                 self.T = module.kernel.T
@@ -216,7 +222,7 @@ def evaluate_simulated(net: nn.Module, loader, backend: str,
     operations, the ReLU twin's MACs and their energy at ``costs`` (:mod:`.synops`); with
     ``surrogate``, also its agreement with that model (predictions and spike times)."""
     from .export import stages_of
-    from .synops import layer_synops, operation_figures, relu_twin_macs
+    from .synops import analog_input_macs, layer_synops, operation_figures, relu_twin_macs
 
     if backend not in BACKENDS:
         from .errors import unknown_name
@@ -231,12 +237,12 @@ def evaluate_simulated(net: nn.Module, loader, backend: str,
     count = layer_synops(stages)
     ops: dict[str, float] = {}
     in_shape: tuple[int, ...] = ()
-    T = None
+    T = steps = input_layer = None
     for x, y in loader:
         x = x.to(dtype)
         in_shape = tuple(x.shape[1:])
         result = adapter.simulate(net, x)
-        T = result.T
+        T, steps, input_layer = result.T, result.steps, result.input_layer
         for name, times in result.spike_times.items():
             ops[name] = ops.get(name, 0.0) + count(name, times < T).sum().item()
         correct += (result.logits.argmax(1) == y).sum().item()
@@ -254,13 +260,13 @@ def evaluate_simulated(net: nn.Module, loader, backend: str,
         from .errors import ConfigError
 
         raise ConfigError("the evaluation split holds no samples")
-    layers = [{"name": n, "neurons": neurons[n], "spikes_per_sample": s / samples}
-              for n, s in spikes.items()]
+    layers = [{"name": n, "neurons": neurons[n], "spikes_per_sample": s / samples,
+               "input": n == input_layer} for n, s in spikes.items()]
+    macs = relu_twin_macs(stages, in_shape)
     figures = {"accuracy": correct / samples, "samples": samples, "backend": backend,
-               **efficiency_figures(layers, T, reference),
-               **operation_figures({n: v / samples for n, v in ops.items()},
-                                   relu_twin_macs(stages, in_shape), str(layers[0]["name"]),
-                                   costs)}
+               **efficiency_figures(layers, T, reference, time_steps=steps),
+               **operation_figures({n: v / samples for n, v in ops.items()}, macs, input_layer,
+                                   costs, analog_input_macs(stages, macs))}
     if surrogate is not None:
         figures.update(agreement_with_surrogate=same_prediction / samples,
                        spike_time_agreement=same_times / neurons_seen)

@@ -131,7 +131,7 @@ class TTFSNeuron(snn.Leaky, NeuronBase):
                  kernel: TemporalKernel | None = None, norm: nn.Module | None = None,
                  layer_name: str | None = None, input_mode: str = "analog",
                  is_output: bool = False, check_range: bool = False,
-                 quantizer: str = DEFAULT_QUANTIZER) -> None:
+                 quantizer: str = DEFAULT_QUANTIZER, relay: bool = False) -> None:
         _refuse("inhibition", inhibition, False, "a TTFS layer has no winner-take-all")
         _refuse("learn_threshold", learn_threshold, False,
                 "theta0 is fixed; tau and td are the trainable kernel parameters")
@@ -155,7 +155,7 @@ class TTFSNeuron(snn.Leaky, NeuronBase):
         if kernel is None:
             kernel = TemporalKernel(T, tau, td, theta0, quantizer=quantizer)
         self._init_neuron(layer_index, kernel, norm, layer_name, input_mode, is_output,
-                          check_range)
+                          check_range, relay)
         self.state: NeuronState | None = None
 
     # snnTorch keeps ``threshold`` and ``mem`` as buffers; here they are the kernel's theta0 and
@@ -318,7 +318,7 @@ def reset(net: nn.Module) -> nn.Module:
 def _neuron(stage: export.NeuronStage, spike_grad=None) -> TTFSNeuron:
     return TTFSNeuron(stage.index, kernel=stage.kernel, spike_grad=spike_grad, init_hidden=True,
                       output=stage.output, layer_name=stage.name, input_mode=stage.input_mode,
-                      is_output=stage.output, check_range=stage.index == 0)
+                      is_output=stage.output, check_range=stage.index == 0, relay=stage.relay)
 
 
 def _sequential(modules: list[tuple[str, nn.Module]]) -> nn.Sequential:

@@ -93,7 +93,9 @@ class NeuronBase(Stepped):
     ``input_mode`` (layer 0 only): ``"analog"`` — one current impulse at step 0; ``"spikes"`` — a
     first-spike train during window 0 (see :data:`ttfs_plugin.timestep.INPUT_MODES`).
     ``norm`` (optional, e.g. a TB batch norm) normalises the integrated membrane once, when
-    firing starts; ``output=True`` marks the spiking output layer.
+    firing starts; ``output=True`` marks the spiking output layer; ``relay=True`` makes layer 0
+    of an analog-input network, which emits no spikes and passes its input on unchanged at the
+    start of window 1 (SPEC §8).
 
     Layer 0 refuses a non-finite analog input at step 0; with ``check_range`` (what
     ``to_snntorch`` / ``to_norse`` / ``load`` give the input layer, the surrogate's own input
@@ -104,7 +106,7 @@ class NeuronBase(Stepped):
     def _init_neuron(self, layer_index: int, kernel: TemporalKernel,
                      norm: nn.Module | None = None, layer_name: str | None = None,
                      input_mode: str = "analog", is_output: bool = False,
-                     check_range: bool = False) -> None:
+                     check_range: bool = False, relay: bool = False) -> None:
         """Set up the neuron (called from the adapter class's ``__init__``, after its
         framework base, so that cooperative ``__init__`` chains stay argument-free)."""
         self.layer_index = int(layer_index)
@@ -120,6 +122,13 @@ class NeuronBase(Stepped):
         if self.check_range and self.layer_index != 0:
             raise ValueError("check_range applies to layer 0 (the input layer) only")
         self.is_output = bool(is_output)
+        self.relay = bool(relay)
+        if self.relay and (self.layer_index != 0 or self.input_mode != "analog"):
+            raise ValueError("relay applies to layer 0 of an analog-input network only (it "
+                             "takes the image, not a spike train)")
+        if self.relay and float(kernel.td.detach()) != 0.0:
+            raise ValueError("a relay's kernel must have td = 0, so that kappa(0) = 1 passes "
+                             "the input unchanged")
 
     def firing_floor(self) -> Tensor:
         return self.kernel.firing_floor()
@@ -135,7 +144,8 @@ class NeuronBase(Stepped):
         return layer_step(x, state, self.layer_index, self.kernel.T, self.kernel.thresholds,
                           self.spike_function(),
                           zeros=self._zeros_like(x.shape, x), norm=self.norm,
-                          input_mode=self.input_mode, check_range=self.check_range)
+                          input_mode=self.input_mode, check_range=self.check_range,
+                          relay=self.relay)
 
     def starts_new_run(self, x: Tensor, state: NeuronState | None) -> bool:
         """For the input layer: does ``x`` start a new run (new shape, or input after the end)?"""
@@ -153,12 +163,13 @@ class NeuronBase(Stepped):
                               "exported file cannot describe; convert the surrogate model "
                               "instead (batch norm is folded there)")
         return NeuronStage(self.layer_name or f"layer{self.layer_index}", self.layer_index,
-                           self.kernel, self.input_mode, self.is_output)
+                           self.kernel, self.input_mode, self.is_output, self.relay)
 
     def extra_repr(self) -> str:
         extra = f", input_mode={self.input_mode!r}" if self.input_mode != "analog" else ""
         extra += ", check_range=True" if self.check_range else ""
         extra += ", output layer" if self.is_output else ""
+        extra += ", relay (analog input)" if self.relay else ""
         return f"layer_index={self.layer_index}{extra}"
 
 
@@ -390,6 +401,10 @@ def input_spike_train(x: Tensor, net: nn.Module) -> Tensor:
     first = next((m for m in neurons_of(net) if m.layer_index == 0), None)
     if first is None:
         raise ValueError("the network has no input layer (a TTFS neuron with layer_index=0)")
+    if first.relay:
+        raise InputShapeError("this network takes the analog image (its input layer relays it, "
+                              "input_mode='analog' of the surrogate): it has no input spike "
+                              "train; feed the images")
     T = first.kernel.T
     if not isinstance(x, Tensor):
         raise InputShapeError(f"expected a torch.Tensor, got {type(x).__name__}")

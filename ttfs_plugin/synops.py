@@ -144,19 +144,32 @@ def relu_twin_macs(stages: list[Stage], input_shape: tuple[int, ...]) -> dict[st
     return macs
 
 
+def analog_input_macs(stages: list[Stage], macs: dict[str, int]) -> int:
+    """MACs per sample of the first weight op when layer 0 relays the analog image (an
+    analog-input network): real values times weights, so multiply-accumulates, not spike
+    events; 0 for a network whose input layer spikes."""
+    if not any(isinstance(st, NeuronStage) and st.relay for st in stages):
+        return 0
+    first = next(st for st in stages if isinstance(st, SynapseStage) and st.source == 0)
+    return macs[first.name]
+
+
 def operation_figures(synops: dict[str, float], macs: dict[str, int], input_layer: str | None,
-                      costs: str | OperationCosts | None = None) -> dict:
-    """The JSON block ``synaptic_operations`` / ``relu_twin_macs`` / ``energy_pj``."""
+                      costs: str | OperationCosts | None = None, input_macs: int = 0) -> dict:
+    """The JSON block ``synaptic_operations`` / ``relu_twin_macs`` / ``energy_pj``.
+    ``input_layer``: the spiking input layer's name (``None``: analog input, whose first weight
+    op costs ``input_macs`` MACs, added to the SNN's energy)."""
     costs = OperationCosts.parse(costs)
     total = sum(synops.values())
     total_macs = sum(macs.values())
     hidden = total - synops.get(input_layer, 0.0) if input_layer else total
+    snn_pj = total * costs.ac_pj + input_macs * costs.mac_pj
     return {
         "synaptic_operations": {"per_sample": total, "per_sample_without_input": hidden,
-                                "per_layer": synops},
+                                "per_layer": synops, "analog_input_macs": input_macs},
         "relu_twin_macs": {"per_sample": total_macs, "per_layer": macs},
-        "energy_pj": {"snn": total * costs.ac_pj, "relu_twin": total_macs * costs.mac_pj,
-                      "snn_over_relu_twin": (total * costs.ac_pj) / (total_macs * costs.mac_pj)
+        "energy_pj": {"snn": snn_pj, "relu_twin": total_macs * costs.mac_pj,
+                      "snn_over_relu_twin": snn_pj / (total_macs * costs.mac_pj)
                       if total_macs else None,
                       "costs": {"name": costs.name, "ac_pj": costs.ac_pj,
                                 "mac_pj": costs.mac_pj}},
@@ -164,4 +177,4 @@ def operation_figures(synops: dict[str, float], macs: dict[str, int], input_laye
 
 
 __all__ = ["OperationCosts", "layer_synops", "synaptic_operations", "relu_twin_macs",
-           "operation_figures"]
+           "analog_input_macs", "operation_figures"]

@@ -177,7 +177,7 @@ def _timing_error(step: int, T: int, input_mode: str) -> InputTimingError:
 def neuron_step(current: Tensor, state: NeuronState, layer_index: int, thresholds: Tensor,
                 spike_fn: SpikeFn = heaviside, zeros: Tensor | None = None,
                 norm: Callable[[Tensor], Tensor] | None = None,
-                input_mode: str = "analog", check_range: bool = False
+                input_mode: str = "analog", check_range: bool = False, relay: bool = False
                 ) -> tuple[Tensor, NeuronState]:
     """One step of a TTFS neuron layer; returns ``(spikes, new_state)``.
 
@@ -194,6 +194,10 @@ def neuron_step(current: Tensor, state: NeuronState, layer_index: int, threshold
     window 1 (a train made by ``encode`` gives the analog result bit for bit; values other than
     0/1 are refused).
 
+    ``relay`` (layer 0 of an analog-input network, SPEC §8): no spikes; at the first step of the
+    fire window the layer passes its integrated input on unchanged (the synapse weighs it by
+    ``kappa(0) = 1``, the relay's kernel having ``td = 0``), and nothing afterwards.
+
     Backward, a spike has ``spike_fn`` 's derivative at ``v = mem - thr[k]`` whenever ``v``
     needs a gradient (through the membrane or through ``tau``, ``td`` in the table), whatever
     the input's ``requires_grad``.
@@ -206,7 +210,9 @@ def neuron_step(current: Tensor, state: NeuronState, layer_index: int, threshold
         check_input_timing(current, step, T, input_mode)
         if step == 0 and input_mode == "analog" and not is_silent(current):
             check_intensities(current, check_range)  # once per run, where the input arrives
-    if window == layer_index + 1:
+    if window == layer_index + 1 and relay:
+        spikes = mem if k == 0 else (zeros if zeros is not None else torch.zeros_like(mem))
+    elif window == layer_index + 1:
         if k == 0 and norm is not None:
             mem = norm(mem)
         threshold = thresholds[k].to(mem.dtype)
@@ -231,7 +237,7 @@ def neuron_step(current: Tensor, state: NeuronState, layer_index: int, threshold
 def layer_step(current: Tensor, state: NeuronState, layer_index: int, T: int,
                thresholds: Callable[[], Tensor], spike_fn: SpikeFn = heaviside,
                zeros: Tensor | None = None, norm: Callable[[Tensor], Tensor] | None = None,
-               input_mode: str = "analog", check_range: bool = False
+               input_mode: str = "analog", check_range: bool = False, relay: bool = False
                ) -> tuple[Tensor, NeuronState]:
     """:func:`neuron_step` that does no work outside the layer's two windows: ``thresholds``
     (a callable, e.g. ``kernel.thresholds``, of a table of length ``T``) is built only when the
@@ -248,7 +254,7 @@ def layer_step(current: Tensor, state: NeuronState, layer_index: int, T: int,
         return (zeros if zeros is not None else torch.zeros_like(state.mem),
                 state._replace(step=next_step(state.step)))
     return neuron_step(current, state, layer_index, thresholds(), spike_fn, zeros, norm,
-                       input_mode, check_range)
+                       input_mode, check_range, relay)
 
 
 def _receive_spikes(spikes: Tensor, mem: Tensor, threshold: Tensor, step: int) -> Tensor:

@@ -14,6 +14,7 @@ from torch import Tensor, nn
 
 from ..errors import ConfigError
 from ..layers import (
+    AnalogInput,
     InputEncoder,
     TBBatchNorm1d,
     TBBatchNorm2d,
@@ -42,7 +43,7 @@ class TTFSNetwork(nn.Sequential):
         """Logits of the batch ``x``: shape ``(N, *config.in_shape)``, float (bool is read as
         0/1), finite, within ``[0, 1]`` (checked once, by the input encoder when there is one:
         :func:`ttfs_plugin.layers.check_input`)."""
-        if not isinstance(self[0], InputEncoder):  # the plain DNN twin: no encoder to check
+        if not isinstance(self[0], (InputEncoder, AnalogInput)):  # the DNN twin: no check yet
             x = check_input(x, self.config.in_shape, _dtype_of(self))
         return super().forward(x)
 
@@ -70,6 +71,12 @@ def build_network(config: NetworkConfig) -> TTFSNetwork:
     return TTFSNetwork(config)
 
 
+def _input_layer(cfg: NetworkConfig, kernel_kw: dict[str, Any]) -> nn.Module:
+    if cfg.input_mode == "analog":
+        return AnalogInput(cfg.in_shape, cfg.T)
+    return InputEncoder(cfg.in_shape, **kernel_kw)
+
+
 def _build_layers(cfg: NetworkConfig) -> list[tuple[str, nn.Module]]:
     """Named layers: input, conv1/fc1, bn1, ttfs1, pool1, …, flatten, output."""
     spiking = cfg.activation == "ttfs"
@@ -82,7 +89,7 @@ def _build_layers(cfg: NetworkConfig) -> list[tuple[str, nn.Module]]:
     channels, height, width = cfg.in_shape
     features: int | None = None  # set once flattened
     layers: list[tuple[str, nn.Module]] = [
-        ("input", InputEncoder(cfg.in_shape, **kernel_kw) if spiking else nn.Identity())]
+        ("input", _input_layer(cfg, kernel_kw) if spiking else nn.Identity())]
     depth = 0  # index of the current hidden spiking layer
     for index, entry in enumerate(cfg.layers):
         where = f"layer {index} ({entry!r})"

@@ -23,6 +23,7 @@ from ..kernel import (
     check_quantizer,
     check_window,
 )
+from ..layers import check_network_input_mode
 
 
 @dataclass(frozen=True)
@@ -95,6 +96,7 @@ class NetworkConfig:
     theta0: float = DEFAULT_KERNEL.theta0
     grad_mode: str = "ste"
     quantizer: str = DEFAULT_QUANTIZER
+    input_mode: str = "encode"  # or "analog": see layers.NETWORK_INPUT_MODES
     extra: dict = field(default_factory=dict)  # builder arguments (e.g. width), for the record
 
     def __post_init__(self) -> None:
@@ -106,6 +108,7 @@ class NetworkConfig:
         check_kernel_values(self.tau0, self.td0, self.theta0)
         check_grad_mode(self.grad_mode)
         check_quantizer(self.quantizer)
+        check_network_input_mode(self.input_mode)
         if self.activation not in ACTIVATIONS:
             raise ConfigError(f"activation must be one of {ACTIVATIONS}, got {self.activation!r}")
         if len(self.in_shape) != 3 or min(self.in_shape) < 1:

@@ -20,6 +20,7 @@ from typing import Any
 from ..errors import ConfigError, unknown_name
 from ..functional import GRAD_MODES, SPIKE_PROXY_MODES, TB_WEIGHTINGS, check_spike_proxy_mode
 from ..kernel import DEFAULT_KERNEL, DEFAULT_QUANTIZER, QUANTIZERS, check_window
+from ..layers import NETWORK_INPUT_MODES
 
 LR_SCHEDULES = ("cosine", "step", "none")
 ACTIVATIONS = ("ttfs", "relu")
@@ -142,6 +143,9 @@ class ModelSettings:
     quantizer: str = setting(DEFAULT_QUANTIZER, "spike time from the real time t~: ceil (first "
                              "crossing of theta0*kappa(k)) or round (the authors': "
                              "theta0*kappa(k+1/2))", choices=QUANTIZERS)
+    input_mode: str = setting("encode", "how the image reaches the first weight op: encode "
+                              "(input-encoder spikes, counted) or analog (the image itself, "
+                              "the authors' runs; no input spikes)", choices=NETWORK_INPUT_MODES)
     width: float | None = setting(None, "vgg16 width multiplier")
     pool: str | None = setting(None, "pooling of cnn and vgg16", choices=POOLS)
     dropout: bool = setting(False, "vgg16: the authors' dropout (0.3/0.4 after 8 convs, 0.5 "

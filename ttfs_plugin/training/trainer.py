@@ -1,6 +1,7 @@
 """The training loop: Adam, stochastic relaxation per epoch, Eq. 9 loss, tqdm progress,
-checkpoints every epoch, ``--resume``, DDP under ``torchrun``, bf16 autocast on CUDA, and
-optionally precise batch-norm statistics at the end (:func:`precise_batchnorm`).
+checkpoints every epoch, ``--resume``, DDP under ``torchrun``, bf16 autocast on CUDA, the kernel
+errors of Eq. 10–13 per epoch (SPEC §11), and optionally precise batch-norm statistics at the
+end (:func:`precise_batchnorm`).
 
 Reproducibility: every epoch re-seeds its randomness (weight updates aside, the shuffling and the
 SR draws) from ``(seed, epoch)``, so a run resumed from the checkpoint of epoch ``e`` continues
@@ -32,8 +33,9 @@ from torch.utils.data import (
 )
 from tqdm import tqdm
 
-from ..errors import CheckpointError, TTFSError
+from ..errors import CheckpointError, ConfigError, TTFSError
 from ..functional import relaxation_probability
+from ..kernel_errors import network_kernel_errors
 from ..layers import set_relaxation
 from ..metrics import SpikeCounter, evaluate
 from ..records import Checkpoint
@@ -74,6 +76,10 @@ def make_scheduler(optimizer, cfg: TrainConfig):
     return None
 
 
+#: Validation samples (the first ones) the per-epoch kernel errors are measured on.
+KERNEL_ERROR_SAMPLES = 128
+
+
 class TrainingDiverged(TTFSError):
     """The loss became NaN or infinite; the last good checkpoints are kept."""
 
@@ -85,7 +91,8 @@ class Trainer:
     :meth:`finish` (precise batch-norm statistics).
 
     ``progress`` shows tqdm bars (only on a terminal: a log file gets no ``\\r`` updates);
-    ``log_epochs`` prints one line per epoch.
+    ``log_epochs`` prints one line per epoch. ``kernel_error_samples``: how many of the first
+    validation samples each epoch's ``kernel_errors`` are measured on (0: none).
     """
 
     def __init__(self, network: nn.Module, train_set: Dataset, val_set: Dataset | None,
@@ -93,8 +100,15 @@ class Trainer:
                  run: RunDirectory | None = None, metadata: dict | None = None,
                  dist_ctx: DistContext | None = None, progress: bool = True,
                  log_epochs: bool | None = None,
-                 on_epoch: Callable[[dict], None] | None = None) -> None:
+                 on_epoch: Callable[[dict], None] | None = None,
+                 kernel_error_samples: int = KERNEL_ERROR_SAMPLES) -> None:
+        if isinstance(kernel_error_samples, bool) or not isinstance(kernel_error_samples, int) \
+                or kernel_error_samples < 0:
+            raise ConfigError(f"kernel_error_samples must be an integer >= 0, got "
+                              f"{kernel_error_samples!r}")
         self.network, self.train_set, self.val_set, self.cfg = network, train_set, val_set, cfg
+        self.kernel_error_samples = kernel_error_samples
+        self._kernel_error_x: torch.Tensor | None = None
         self.device = torch.device(device)
         self.run_dir, self.metadata, self.on_epoch = run, dict(metadata or {}), on_epoch
         self.ctx = dist_ctx or DistContext()
@@ -201,17 +215,35 @@ class Trainer:
                 "epoch_seconds": time.perf_counter() - start}
 
     def validate(self, record: dict) -> dict:
-        """``record`` plus the validation figures (eval mode) and the kernels' ``tau``, ``td``."""
+        """``record`` plus the validation figures (eval mode), the kernels' ``tau``, ``td`` and,
+        for a spiking network with validation data, ``kernel_errors``: per spiking layer the
+        figures of :func:`~ttfs_plugin.kernel_errors.kernel_errors` (SPEC §11) on the first
+        ``kernel_error_samples`` validation samples (the same ones every epoch)."""
         if self.val_loader is not None:
             val = evaluate(self.network, self.val_loader, self.device, operations=False)
             record["val_accuracy"] = val["accuracy"]
             if "spikes_per_sample" in val:
                 record["val_spikes_per_sample"] = val["spikes_per_sample"]
                 record["val_sparsity"] = val["sparsity"]
-        kernels = ((name, cast(SpikingLayer, layer).kernel)
-                   for name, layer in spiking_layers(self.network))
-        record["kernels"] = {name: [k.effective_tau().item(), k.td.item()] for name, k in kernels}
+        layers = [(name, cast(SpikingLayer, layer).kernel)
+                  for name, layer in spiking_layers(self.network)]
+        record["kernels"] = {name: [k.effective_tau().item(), k.td.item()] for name, k in layers}
+        x = self._kernel_error_inputs() if layers else None
+        if x is not None:
+            record["kernel_errors"] = network_kernel_errors(self.network, x.to(self.device))
         return record
+
+    def _kernel_error_inputs(self) -> torch.Tensor | None:
+        """The first ``kernel_error_samples`` validation inputs (of the first batch; read once,
+        kept on the CPU)."""
+        if self.val_loader is None or self.kernel_error_samples == 0:
+            return None
+        if self._kernel_error_x is None:
+            x, _ = next(iter(self.val_loader), (None, None))
+            if x is None:
+                return None
+            self._kernel_error_x = x[:self.kernel_error_samples]  # at most one batch's worth
+        return self._kernel_error_x
 
     def save(self, epoch: int) -> None:
         if self.run_dir is None:
@@ -268,11 +300,13 @@ def fit(network: nn.Module, train_set: Dataset, val_set: Dataset | None, cfg: Tr
         device: str | torch.device = "cpu", progress: bool = True,
         on_epoch: Callable[[dict], None] | None = None, run: RunDirectory | None = None,
         resume_from: Checkpoint | None = None, metadata: dict | None = None,
-        dist_ctx: DistContext | None = None, log_epochs: bool | None = None) -> list[dict]:
+        dist_ctx: DistContext | None = None, log_epochs: bool | None = None,
+        kernel_error_samples: int = KERNEL_ERROR_SAMPLES) -> list[dict]:
     """Train ``network`` for ``cfg.epochs``; return one record per epoch (see :class:`Trainer`).
 
     Each epoch sets the SR probability ``p_relax(e)``, switches TR/TB on from
-    ``cfg.reg_start_epoch``, evaluates the TTFS network on ``val_set`` (eval mode) and, given a
+    ``cfg.reg_start_epoch``, evaluates the TTFS network on ``val_set`` (eval mode) with its
+    kernel errors on the first ``kernel_error_samples`` samples (SPEC §11) and, given a
     ``run`` folder, writes a checkpoint (weights, optimizer, scheduler, history) and a log row.
     ``resume_from`` (a :class:`~ttfs_plugin.records.Checkpoint`) continues where it stopped.
     A non-finite loss stops with :class:`TrainingDiverged` before anything of that epoch is
@@ -280,7 +314,7 @@ def fit(network: nn.Module, train_set: Dataset, val_set: Dataset | None, cfg: Tr
     """
     trainer = Trainer(network, train_set, val_set, cfg, device, run=run, metadata=metadata,
                       dist_ctx=dist_ctx, progress=progress, log_epochs=log_epochs,
-                      on_epoch=on_epoch)
+                      on_epoch=on_epoch, kernel_error_samples=kernel_error_samples)
     trainer.prepare()
     if resume_from is not None:
         trainer.restore(resume_from)
