@@ -29,7 +29,11 @@ except ImportError:  # Python 3.10
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "ttfs_plugin"
-BUNDLED = ["cifar100_vgg16", "cifar10_vgg16", "mnist_cnn", "nmnist_cnn"]
+PAPER_ROWS = ["cifar100_sm_sr_tr_tb_1e-5", "cifar10_sm", "cifar10_sm_sr", "cifar10_sm_sr_tr",
+              "cifar10_sm_sr_tr_tb_1e-4", "cifar10_sm_sr_tr_tb_1e-5"]
+#: The top folder's configs, then paper/ and paper-prose/ (tests/test_paper_configs.py).
+BUNDLED = ["cifar100_vgg16", "cifar10_vgg16", "mnist_cnn", "nmnist_cnn",
+           *(f"{folder}/{row}" for folder in ("paper", "paper-prose") for row in PAPER_ROWS)]
 
 
 # --- the bundled configs ----------------------------------------------------------------------

@@ -196,6 +196,8 @@ def add_data_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup
                        help="training split only: random crop (padding 4) + horizontal flip for "
                             "CIFAR and image-folder, a random shift of up to 2 pixels for "
                             f"MNIST-like data ({', '.join(_names('augmentable'))})")
+    group.add_argument("--no-augment", dest="augment", action="store_false", default=False,
+                       help="undo --augment (the default; e.g. over a config file)")
     group.add_argument("--time-bins", type=int, default=1, metavar="N",
                        help="event datasets: frames per sample; channels = 2 × N (default 1)")
     group.add_argument("--denoise-us", type=int, default=None, metavar="US",

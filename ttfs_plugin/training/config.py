@@ -6,6 +6,11 @@ file uses the same names. Where a value comes from is decided once (:func:`resol
 
     command line  >  config file  >  preset  >  field default
 
+A preset named on the command line (``--preset sm``) is a command-line flag too: its settings
+(``x_max0``, ``sr_target``, ``lambda_tr``, ``lambda_tb``) then beat the config file's, below the
+flags given one by one. A preset named in the config file (``preset = "sm"``) stays below the
+file's own values.
+
 ``td0`` and ``x_max0`` are one setting in two units (``td0 = tau0·ln x_max0``): the highest
 level that gives either wins; giving both at one level is an error.
 """
@@ -283,7 +288,10 @@ def defaults_of(*classes) -> dict:
 
 def add_arguments(group, *classes) -> None:
     """One ``argparse`` flag per setting field; every default is ``argparse.SUPPRESS`` so the
-    parsed namespace holds only what the command line gave (see :func:`resolve`)."""
+    parsed namespace holds only what the command line gave (see :func:`resolve`).
+
+    A bool setting gets two flags, one for each value (``--dropout`` and ``--no-dropout``,
+    ``--no-bf16`` and ``--bf16``), so the command line can override a config file either way."""
     import argparse
 
     for name, (f, _) in fields_of(*classes).items():
@@ -295,6 +303,10 @@ def add_arguments(group, *classes) -> None:
             action = "store_false" if f.default else "store_true"
             group.add_argument(flag, dest=name, action=action, default=argparse.SUPPRESS,
                                help=meta["help"])
+            opposite = "--" + flag[5:] if flag.startswith("--no-") else "--no-" + flag[2:]
+            group.add_argument(opposite, dest=name, default=argparse.SUPPRESS,
+                               action="store_true" if f.default else "store_false",
+                               help=f"undo {flag} (the default; e.g. over a config file)")
         else:
             group.add_argument(flag, dest=name, type=_parser_type(kind, optional),
                                choices=meta["choices"], default=argparse.SUPPRESS,
@@ -316,10 +328,15 @@ def _parser_type(kind: type, optional: bool):
 
 
 def resolve(command_line: dict, config_file: dict, preset: Preset, defaults: dict) -> dict:
-    """Merge the levels (command line > config file > preset > defaults); ``td0``/``x_max0``
-    as one setting (see the module docstring)."""
-    levels = [("command line", command_line), ("config file", config_file),
-              ("preset", preset.settings())]
+    """Merge the levels (command line > config file > preset > defaults; a preset given on the
+    command line ranks above the config file); ``td0``/``x_max0`` as one setting (see the
+    module docstring)."""
+    if command_line.get("preset") is not None:  # --preset NAME: a flag beats the config
+        levels = [("command line", command_line), ("preset", preset.settings()),
+                  ("config file", config_file)]
+    else:
+        levels = [("command line", command_line), ("config file", config_file),
+                  ("preset", preset.settings())]
     merged = dict(defaults)
     for _, values in reversed(levels):
         merged.update({k: v for k, v in values.items()})
