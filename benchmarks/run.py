@@ -1,12 +1,14 @@
 """Run a benchmark suite and write its table into docs/benchmarks.md (+ raw JSON).
 
-    python -m benchmarks.run --suite train|sim|ablation|scale|all|gpu [--tiny|--dry-run] [options]
+    python -m benchmarks.run --suite train|sim|ablation|ablation-deep|scale|all|gpu
+                             [--tiny|--dry-run] [options]
 
 Each suite (re)writes only its own section of ``--out-md`` (between ``<!-- suite:NAME -->``
 markers) and ``--json-dir/NAME.json``. ``--tiny`` is the CI smoke setting (seconds): without an
 explicit ``--out-md``/``--json-dir`` it writes into a fresh temporary folder, never into docs/.
-``all`` runs the four CPU suites; ``gpu`` needs CUDA (``benchmarks/gpu_check.sh`` sets up a bare
-GPU machine and runs it); ``--dry-run`` (or ``--tiny``) is its CPU smoke run at tiny sizes.
+``all`` runs the four CPU suites (not ``ablation-deep``: about 30 minutes on its own); ``gpu``
+needs CUDA (``benchmarks/gpu_check.sh`` sets up a bare GPU machine and runs it); ``--dry-run`` (or
+``--tiny``) is its CPU smoke run at tiny sizes.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="gpu: tiny sizes on CPU, the CUDA-only parts reported as skipped (like "
                    "--tiny, it writes into a temporary folder unless --out-md is given)")
     p.add_argument("--epochs", type=int,
-                   help="epochs per training run (default: train 3, ablation 4)")
+                   help="epochs per training run (default: train 3, ablation 4, ablation-deep 12)")
     p.add_argument("--seeds", type=int, default=3, help="ablation: seeds per configuration")
     p.add_argument("--peer-train", type=int, default=2048,
                    help="train: training images for the snnTorch/Norse BPTT peers (and the "
@@ -43,6 +45,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ablation-train", type=int, default=2048,
                    help="ablation: training images per run")
     p.add_argument("--ablation-batch", type=int, default=32, help="ablation: batch size")
+    p.add_argument("--deep-train", type=int, default=2048,
+                   help="ablation-deep: training images per run")
+    p.add_argument("--deep-batch", type=int, default=32, help="ablation-deep: batch size")
+    p.add_argument("--deep-width", type=float, default=0.125,
+                   help="ablation-deep: VGG-16 width multiplier")
+    p.add_argument("--quantizers", default="ceil,round",
+                   help="ablation-deep: comma-separated quantizers (ceil, round)")
     p.add_argument("--sim-batch", type=int, default=64, help="sim: batch size")
     p.add_argument("--scale-batch", type=int, default=64, help="scale: batch size")
     p.add_argument("--repeats", type=int, default=3, help="sim: timed repeats (best of)")
@@ -99,7 +108,8 @@ def main(argv: list[str] | None = None) -> int:
     for suite in suites:
         machine = machine_info()
         start = time.perf_counter()
-        result = importlib.import_module(f"benchmarks.suite_{suite}").run(opts)
+        module = importlib.import_module(f"benchmarks.suite_{suite.replace('-', '_')}")
+        result = module.run(opts)
         wall = time.perf_counter() - start
         result["command"] = command_for(suite, argv)
         path = write_json(json_dir, suite, result, machine, wall,

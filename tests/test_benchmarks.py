@@ -140,3 +140,59 @@ def test_gpu_suite_without_cuda_needs_dry_run(monkeypatch):
     monkeypatch.setattr("torch.cuda.is_available", lambda: False)
     with pytest.raises(SystemExit, match="--dry-run"):
         suite_gpu.run(argparse.Namespace(dry_run=False, tiny=False))
+
+
+def test_ablation_deep_tiny(tmp_path):
+    """ablation-deep (not part of ``all``): its own section, six rows per quantizer, gradients
+    per layer read at every update of the deep net."""
+    from benchmarks import suite_ablation_deep as deep
+
+    md = tmp_path / "benchmarks.md"
+    assert bench.main(["--suite", "ablation-deep", "--tiny", "--out-md", str(md)]) == 0
+    data = json.loads((tmp_path / "benchmarks" / "ablation-deep.json").read_text())
+    assert data["command"] == "python -m benchmarks.run --suite ablation-deep --tiny"
+    assert data["columns"] == deep.COLUMNS
+    quantizers = data["raw"]["quantizers"]
+    assert quantizers == ["ceil", "round"]
+    assert len(data["rows"]) == 6 * len(quantizers)
+    assert all(len(row) == len(deep.COLUMNS) for row in data["rows"])
+    assert [r[1] for r in data["rows"][:6]][:2] == ["SM x_max0=1 (no SR)", "SM x_max0=2 (no SR)"]
+    layers = data["raw"]["layers"]
+    assert len(layers) == 16 and layers[0] == "conv1" and layers[-1] == "output"  # 13+2+1
+    for config in data["raw"]["configurations"]:
+        grads = config["runs"][0]["gradients"]
+        assert grads["updates"] == [2] and set(grads["first_update"]) == set(layers)
+        assert all(v >= 0 for v in grads["first_update"].values())
+    assert [t["columns"][2:] for t in data["tables"]] == [layers, ["epoch 1"]]
+    assert len(data["goals"]) == 7 * len(quantizers)
+    assert all(g["status"] in ("met", "MISSED", "n/a") for g in data["goals"])
+    text = md.read_text()
+    section = text[text.index("<!-- suite:ablation-deep -->"):
+                   text.index("<!-- /suite:ablation-deep -->")]
+    assert "| " + " | ".join(deep.COLUMNS) + " |" in section
+    for name in SECTIONS:
+        assert f"<!-- suite:{name} -->" in text
+    assert "ablation-deep" not in SUITES  # ~25 minutes: not run by --suite all
+
+
+def test_gradient_probe_takes_out_l2(tmp_path):
+    """The probe reads dCE/dW: the L2 term's gradient 2·λ_w·W is subtracted."""
+    import torch
+
+    from benchmarks.suite_ablation_deep import GradientProbe
+    from ttfs_plugin.training import total_loss
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(4, 3))
+    opt = torch.optim.SGD(net.parameters(), lr=0.0)
+    probe = GradientProbe(net, opt, 1e-2, steps_per_epoch=1)
+    x, y = torch.randn(5, 4), torch.tensor([0, 1, 2, 0, 1])
+    loss, _ = total_loss(net(x), y, net, lambda_w=1e-2)
+    loss.backward()
+    ce_grad = torch.autograd.grad(torch.nn.functional.cross_entropy(net(x), y),
+                                  net[0].weight)[0]
+    opt.step()
+    opt.step()  # a second update (epoch 2) with the same gradient
+    summary = probe.summary()
+    assert summary["updates"] == [1, 1] and summary["zero_updates"] == [0, 0]
+    assert abs(summary["first_update"]["0"] - ce_grad.abs().mean().item()) < 1e-7

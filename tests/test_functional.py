@@ -20,14 +20,16 @@ from ttfs_plugin.functional import (
     spike_probability,
     ttfs_activation,
 )
-from ttfs_plugin.kernel import decode, encode, kernel_table, threshold_table
+from ttfs_plugin.kernel import QUANTIZERS, decode, encode, kernel_table, threshold_table
 from ttfs_plugin.layers import InputEncoder, TTFSActivation
 
 F64 = torch.float64
 
 
-def ref_thresholds(tau, td, T, theta0):
-    return [theta0 * math.exp(-(k - td) / tau) for k in range(T)]
+def ref_thresholds(tau, td, T, theta0, quantizer="ceil"):
+    """SPEC §3: ``theta0·kappa(k)`` (ceil) or ``theta0·kappa(k + 1/2)`` (round)."""
+    shift = 0.5 if quantizer == "round" else 0.0
+    return [theta0 * math.exp(-(k + shift - td) / tau) for k in range(T)]
 
 
 def ref_spike_time(z, thr):
@@ -37,9 +39,9 @@ def ref_spike_time(z, thr):
     return len(thr)
 
 
-def three_region_inputs(tau, td, T, theta0):
+def three_region_inputs(tau, td, T, theta0, quantizer="ceil"):
     """Values in all three regions, far from every threshold (no rounding ambiguity)."""
-    thr = ref_thresholds(tau, td, T, theta0)
+    thr = ref_thresholds(tau, td, T, theta0, quantizer)
     clipped = [thr[0] * 1.3, thr[0] * 5.0, thr[0] * 1.01]
     quantized = [math.sqrt(thr[k - 1] * thr[k]) for k in range(1, T)]
     pruned = [thr[-1] * 0.5, thr[-1] * 0.99, 0.0, -0.3, -2.0]
@@ -63,24 +65,27 @@ CASES = [  # (tau, td, T, theta0)
 @pytest.mark.parametrize("tau,td,T,theta0", CASES)
 @pytest.mark.parametrize("dtype", [torch.float32, F64])
 @pytest.mark.parametrize("grad_mode", ["ste", "decode"])
-def test_forward_equals_decode_encode(tau, td, T, theta0, dtype, grad_mode):
+@pytest.mark.parametrize("quantizer", QUANTIZERS)
+def test_forward_equals_decode_encode(tau, td, T, theta0, dtype, grad_mode, quantizer):
     gen = torch.Generator().manual_seed(1)
     z = torch.randn(4, 7, generator=gen, dtype=dtype) * 1.5
-    values, _ = three_region_inputs(tau, td, T, theta0)
+    values, _ = three_region_inputs(tau, td, T, theta0, quantizer)
     z = torch.cat([z.reshape(-1), torch.tensor(values, dtype=dtype)])
     tau_t, td_t = torch.tensor(tau, dtype=dtype), torch.tensor(td, dtype=dtype)
-    x = ttfs_activation(z, tau_t, td_t, T, theta0, grad_mode)
-    expected = decode(encode(z, threshold_table(tau_t, td_t, T, theta0)),
+    x = ttfs_activation(z, tau_t, td_t, T, theta0, grad_mode, quantizer)
+    expected = decode(encode(z, threshold_table(tau_t, td_t, T, theta0, quantizer)),
                       kernel_table(tau_t, td_t, T))
     assert x.dtype == dtype and x.shape == z.shape
     assert torch.equal(x, expected)
 
 
 @pytest.mark.parametrize("tau,td,T,theta0", CASES)
-def test_forward_values_by_hand(tau, td, T, theta0):
-    values, thr = three_region_inputs(tau, td, T, theta0)
+@pytest.mark.parametrize("quantizer", QUANTIZERS)
+def test_forward_values_by_hand(tau, td, T, theta0, quantizer):
+    values, thr = three_region_inputs(tau, td, T, theta0, quantizer)
     z = torch.tensor(values, dtype=F64)
-    x = ttfs_activation(z, torch.tensor(tau, dtype=F64), torch.tensor(td, dtype=F64), T, theta0)
+    x = ttfs_activation(z, torch.tensor(tau, dtype=F64), torch.tensor(td, dtype=F64), T, theta0,
+                        quantizer=quantizer)
     for zi, xi in zip(values, x.tolist()):
         t = ref_spike_time(zi, thr)
         expected = 0.0 if t == T else math.exp(-(t - td) / tau)
@@ -90,8 +95,9 @@ def test_forward_values_by_hand(tau, td, T, theta0):
 # --------------------------------------------------------------------------- gradients
 
 
-def ref_gradients(values, g, tau, td, T, theta0, mode):
-    thr = ref_thresholds(tau, td, T, theta0)
+def ref_gradients(values, g, tau, td, T, theta0, mode, quantizer="ceil"):
+    thr = ref_thresholds(tau, td, T, theta0, quantizer)
+    shift = 0.5 if quantizer == "round" else 0.0
     dz, dtau, dtd = [], 0.0, 0.0
     for z, gi in zip(values, g):
         t = ref_spike_time(z, thr)
@@ -106,7 +112,7 @@ def ref_gradients(values, g, tau, td, T, theta0, mode):
                 dtau += gi * (-x * td / tau**2)
             else:
                 t_real = td - tau * math.log(z / theta0)
-                assert t - 1 < t_real <= t
+                assert t - 1 + shift < t_real <= t + shift  # ceil(t~), or round(t~)
                 dz.append(gi * x / z)
                 dtau += gi * x * (t - t_real) / tau**2
         else:  # "decode"
@@ -118,8 +124,9 @@ def ref_gradients(values, g, tau, td, T, theta0, mode):
 
 @pytest.mark.parametrize("tau,td,T,theta0", CASES)
 @pytest.mark.parametrize("grad_mode", ["ste", "decode"])
-def test_gradients_match_spec(tau, td, T, theta0, grad_mode):
-    values, thr = three_region_inputs(tau, td, T, theta0)
+@pytest.mark.parametrize("quantizer", QUANTIZERS)
+def test_gradients_match_spec(tau, td, T, theta0, grad_mode, quantizer):
+    values, thr = three_region_inputs(tau, td, T, theta0, quantizer)
     regions = {ref_spike_time(v, thr) for v in values}
     assert 0 in regions and T in regions and any(0 < t < T for t in regions)
     rng = np.random.default_rng(7)
@@ -128,28 +135,29 @@ def test_gradients_match_spec(tau, td, T, theta0, grad_mode):
     z = torch.tensor(values, dtype=F64, requires_grad=True)
     tau_t = torch.tensor(tau, dtype=F64, requires_grad=True)
     td_t = torch.tensor(td, dtype=F64, requires_grad=True)
-    x = ttfs_activation(z, tau_t, td_t, T, theta0, grad_mode)
+    x = ttfs_activation(z, tau_t, td_t, T, theta0, grad_mode, quantizer)
     x.backward(torch.tensor(g, dtype=F64))
 
-    dz, dtau, dtd = ref_gradients(values, g, tau, td, T, theta0, grad_mode)
+    dz, dtau, dtd = ref_gradients(values, g, tau, td, T, theta0, grad_mode, quantizer)
     assert z.grad.tolist() == pytest.approx(dz, rel=1e-10, abs=1e-14)
     assert tau_t.grad.item() == pytest.approx(dtau, rel=1e-10, abs=1e-14)
     assert td_t.grad.item() == pytest.approx(dtd, rel=1e-10, abs=1e-14)
 
 
 @pytest.mark.parametrize("grad_mode", ["ste", "decode"])
-def test_gradients_on_multidim_input(grad_mode):
+@pytest.mark.parametrize("quantizer", QUANTIZERS)
+def test_gradients_on_multidim_input(grad_mode, quantizer):
     tau, td, T, theta0 = 4.0, 1.0, 12, 0.8
-    values, _ = three_region_inputs(tau, td, T, theta0)
+    values, _ = three_region_inputs(tau, td, T, theta0, quantizer)
     values = values[: (len(values) // 2) * 2]
     rng = np.random.default_rng(3)
     g = rng.normal(size=len(values)).tolist()
     z = torch.tensor(values, dtype=F64).reshape(2, -1).requires_grad_()
     tau_t = torch.tensor(tau, dtype=F64, requires_grad=True)
     td_t = torch.tensor(td, dtype=F64, requires_grad=True)
-    ttfs_activation(z, tau_t, td_t, T, theta0, grad_mode).backward(
+    ttfs_activation(z, tau_t, td_t, T, theta0, grad_mode, quantizer).backward(
         torch.tensor(g, dtype=F64).reshape(2, -1))
-    dz, dtau, dtd = ref_gradients(values, g, tau, td, T, theta0, grad_mode)
+    dz, dtau, dtd = ref_gradients(values, g, tau, td, T, theta0, grad_mode, quantizer)
     assert z.grad.reshape(-1).tolist() == pytest.approx(dz, rel=1e-10, abs=1e-14)
     assert tau_t.grad.item() == pytest.approx(dtau, rel=1e-10, abs=1e-14)
     assert td_t.grad.item() == pytest.approx(dtd, rel=1e-10, abs=1e-14)

@@ -31,8 +31,13 @@ DTYPES = (torch.float32, torch.float64)
 REL_TOL = {torch.float32: 2e-6, torch.float64: 1e-13}
 
 
-def ref_kernel(tau: float, td: float, T: int) -> list[float]:
-    return [math.exp(-(k - td) / tau) for k in range(T)]
+def ref_kernel(tau: float, td: float, T: int, shift: float = 0.0) -> list[float]:
+    """``kappa(k + shift)``; the threshold table is ``theta0·`` this with ``shift = 1/2`` under
+    the round quantizer (SPEC §3)."""
+    return [math.exp(-(k + shift - td) / tau) for k in range(T)]
+
+
+SHIFTS = {"ceil": 0.0, "round": 0.5}
 
 
 def simulate(u: torch.Tensor, thr: torch.Tensor) -> list[int]:
@@ -64,16 +69,18 @@ def _params(tau, td, dtype):
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("tau,td,T,theta0", [(10.0, 0.0, 32, 1.0), (3.0, 1.5, 8, 0.7),
                                               (25.0, -4.0, 64, 2.5), (0.7, 2.0, 5, 0.3)])
-def test_tables_match_formula_and_decrease(dtype, tau, td, T, theta0):
+@pytest.mark.parametrize("quantizer", list(SHIFTS))
+def test_tables_match_formula_and_decrease(dtype, tau, td, T, theta0, quantizer):
     tau_t, td_t = _params(tau, td, dtype)
     kern = kernel_table(tau_t, td_t, T)
-    thr = threshold_table(tau_t, td_t, T, theta0)
+    thr = threshold_table(tau_t, td_t, T, theta0, quantizer)
     assert kern.shape == (T,) and thr.shape == (T,)
     assert kern.dtype == dtype and thr.dtype == dtype
     expected = ref_kernel(tau, td, T)
+    levels = ref_kernel(tau, td, T, SHIFTS[quantizer])
     for k in range(T):
         assert float(kern[k]) == pytest.approx(expected[k], rel=REL_TOL[dtype])
-        assert float(thr[k]) == pytest.approx(theta0 * expected[k], rel=REL_TOL[dtype])
+        assert float(thr[k]) == pytest.approx(theta0 * levels[k], rel=REL_TOL[dtype])
     assert bool((thr[1:] < thr[:-1]).all()), "threshold table must be strictly decreasing"
     assert bool((kern[1:] < kern[:-1]).all())
     assert bool((thr > 0).all())
@@ -81,11 +88,14 @@ def test_tables_match_formula_and_decrease(dtype, tau, td, T, theta0):
 
 def test_tables_accept_python_floats():
     kern = kernel_table(10.0, 0.0, 32)
-    thr = threshold_table(10.0, 0.0, 32, 1.0)
+    thr = threshold_table(10.0, 0.0, 32, 1.0, "ceil")
     expected = ref_kernel(10.0, 0.0, 32)
     for k in range(32):
         assert float(kern[k]) == pytest.approx(expected[k], rel=2e-6)
         assert float(thr[k]) == pytest.approx(expected[k], rel=2e-6)
+    # the default is the round quantizer's table (docs/spec.md §3)
+    assert torch.equal(threshold_table(10.0, 0.0, 32, 1.0), threshold_table(10.0, 0.0, 32, 1.0,
+                                                                            "round"))
 
 
 def test_tables_differentiable_in_tau_td():
@@ -226,10 +236,12 @@ def test_decode_is_differentiable_in_kernel():
 @given(tau=st.floats(0.5, 50.0), td=st.floats(-10.0, 10.0), T=st.integers(2, 64),
        theta0=st.floats(0.2, 3.0),
        extra=st.lists(st.floats(-10.0, 10.0, allow_nan=False), max_size=30))
-def test_spike_regions(tau, td, T, theta0, extra):
+@pytest.mark.parametrize("quantizer", list(SHIFTS))
+def test_spike_regions(tau, td, T, theta0, extra, quantizer):
     dtype = torch.float64
     tau_t, td_t = _params(tau, td, dtype)
-    thr = threshold_table(tau_t, td_t, T, theta0)
+    thr = threshold_table(tau_t, td_t, T, theta0, quantizer)
+    shift = SHIFTS[quantizer]
     up = torch.nextafter(thr, torch.full_like(thr, math.inf))
     down = torch.nextafter(thr, torch.full_like(thr, -math.inf))
     u = torch.cat([thr, up, down, torch.tensor([0.0, -0.0, -3.0, 1e9] + extra, dtype=dtype)])
@@ -240,8 +252,9 @@ def test_spike_regions(tau, td, T, theta0, extra):
     assert bool(((clipped.int() + quantized.int() + pruned.int()) == 1).all())
     top = float(thr[0])
     floor = float(thr[-1])
-    assert top == pytest.approx(theta0 * math.exp(td / tau), rel=1e-12)  # theta0 * x_max
-    assert floor == pytest.approx(theta0 * math.exp(-(T - 1 - td) / tau), rel=1e-12)
+    # theta0 * x_max (ceil) or theta0 * kappa(1/2) (round); the floor likewise
+    assert top == pytest.approx(theta0 * math.exp(-(shift - td) / tau), rel=1e-12)
+    assert floor == pytest.approx(theta0 * math.exp(-(T - 1 + shift - td) / tau), rel=1e-12)
     values = u.tolist()
     assert clipped.tolist() == [v >= top for v in values]
     assert pruned.tolist() == [v < floor for v in values]

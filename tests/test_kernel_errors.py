@@ -86,7 +86,7 @@ def test_max_precision_error_of_both_tables():
     # round: the cell of t = 1 reaches from kappa(1.5) up to kappa(0.5)
     assert max_precision_error(ROUND, KAPPA, THETA0) == pytest.approx(E ** -0.5 - E ** -1)
     tau, td = 3.0, 0.7
-    kappa, thr = kernel_table(tau, td, 16), threshold_table(tau, td, 16, 1.5)
+    kappa, thr = kernel_table(tau, td, 16), threshold_table(tau, td, 16, 1.5, "ceil")
     x_max = math.exp(td / tau)
     assert max_precision_error(thr, kappa, 1.5) == pytest.approx(x_max * (1 - math.exp(-1 / tau)),
                                                                  rel=1e-6)

@@ -36,9 +36,11 @@ def exact_p(a):
 
 
 def floor_of(neuron):
-    """``theta0 * x_min`` of a TTFS neuron, by hand from its kernel parameters."""
+    """The firing floor ``thr[T-1]`` of a TTFS neuron, by hand from its kernel parameters:
+    ``theta0 * kappa(T - 1)`` (ceil) or ``theta0 * kappa(T - 1/2)`` (round; SPEC §3)."""
     tau, td, T = neuron.kernel.tau.item(), neuron.kernel.td.item(), neuron.T
-    return neuron.theta0 * math.exp(-(T - 1 - td) / tau)
+    shift = {"ceil": 0.0, "round": 0.5}[neuron.kernel.quantizer]
+    return neuron.theta0 * math.exp(-(T - 1 + shift - td) / tau)
 
 
 # --------------------------------------------------------------------------- TB batch norm
@@ -273,7 +275,8 @@ def _first_spike(u, thr):
 
 
 def _tiny_mlp():
-    net = mlp(num_classes=3, in_shape=(1, 2, 2), hidden=(3,), T=T_MLP)
+    # the hand computation below is the first-crossing rule (ceil); round: test_quantizer.py
+    net = mlp(num_classes=3, in_shape=(1, 2, 2), hidden=(3,), T=T_MLP, quantizer="ceil")
     W = [[1.0, 1.0, 1.0, 1.0],
          [0.1, 0.0, 0.1, 0.0],
          [0.0, 2.0, 0.0, -1.0]]
@@ -338,6 +341,8 @@ def test_evaluate_efficiency_by_hand(reference, s_ref, t_ref):
     assert result["samples"] == n
     assert result["accuracy"] == pytest.approx(accuracy)
     assert result["spikes_per_sample"] == pytest.approx(S)
+    assert result["without_input"]["spikes_per_sample"] == pytest.approx(s_hid)
+    assert result["without_input"]["neurons"] == 3
     assert result["neurons"] == N
     assert result["time_steps"] == T_total
     assert result["sparsity"] == pytest.approx(S / N)

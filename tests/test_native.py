@@ -33,9 +33,9 @@ from ttfs_plugin.timestep import InputTimingError  # noqa: E402
 from ttfs_plugin.training import TrainConfig, fit  # noqa: E402
 
 
-def random_mlp(seed=0, hidden=(12,), dtype=torch.float32):
+def random_mlp(seed=0, hidden=(12,), dtype=torch.float32, quantizer="round"):
     torch.manual_seed(seed)
-    model = mlp(hidden=hidden, T=8, tau0=4.0)
+    model = mlp(hidden=hidden, T=8, tau0=4.0, quantizer=quantizer)
     with torch.no_grad():
         for m in model.modules():
             if isinstance(m, nn.BatchNorm1d):
@@ -176,15 +176,18 @@ def test_gradients_do_not_depend_on_the_inputs_requires_grad(model, adapter):
         assert torch.equal(on[name], off[name]), name
 
 
-def reference_logits(layers, x, T, spike_grad):
+def reference_logits(layers, x, T, spike_grad, quantizer):
     """SPEC §8 written out densely for an MLP: ``layers`` is a list of (W, b, tau, td) of the
-    synapse out of each neuron layer (the neuron layer's kernel); straight-through spikes."""
+    synapse out of each neuron layer (the neuron layer's kernel); straight-through spikes; the
+    threshold ``theta0·kappa(k)`` (ceil) or ``theta0·kappa(k + 1/2)`` (round, SPEC §3)."""
     theta0 = 1.0
+    shift = {"ceil": 0.0, "round": 0.5}[quantizer]
     value = x.flatten(1)  # layer 0's membrane: the impulse
     for W, b, tau, td in layers:
         k = torch.arange(T, dtype=x.dtype)
         kappa = torch.exp(-(k - td) / tau.clamp_min(TAU_MIN))
-        thr = (theta0 * kappa).clamp_min(torch.finfo(x.dtype).tiny)
+        thr = (theta0 * torch.exp(-(k + shift - td) / tau.clamp_min(TAU_MIN))).clamp_min(
+            torch.finfo(x.dtype).tiny)
         fired = torch.zeros_like(value, dtype=torch.bool)
         current = b.expand(value.shape[0], -1)
         for step in range(T):
@@ -199,8 +202,9 @@ def reference_logits(layers, x, T, spike_grad):
 
 @pytest.mark.parametrize("backend", ["snntorch", "norse"])
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_float64_gradients_equal_the_step_rules_written_out(backend, seed):
-    model = random_mlp(seed, hidden=(10, 7), dtype=torch.float64)
+@pytest.mark.parametrize("quantizer", ["ceil", "round"])
+def test_float64_gradients_equal_the_step_rules_written_out(backend, seed, quantizer):
+    model = random_mlp(seed, hidden=(10, 7), dtype=torch.float64, quantizer=quantizer)
     x = batch(5, seed).double()
     if backend == "snntorch":
         net, simulate = tsnn.to_snntorch(model), tsnn.simulate
@@ -214,7 +218,7 @@ def test_float64_gradients_equal_the_step_rules_written_out(backend, seed):
     params = [((s.op[-1] if isinstance(s.op, nn.Sequential) else s.op).weight, s.bias,
                s.kernel.tau, s.kernel.td) for s in synapses]
     out = simulate(net, x).logits
-    ref = reference_logits(params, x, 8, spike_grad)
+    ref = reference_logits(params, x, 8, spike_grad, quantizer)
     torch.testing.assert_close(out, ref, rtol=1e-12, atol=1e-12)
     weights = torch.linspace(-1, 1, out.shape[1], dtype=out.dtype)
     flat = [p for group in params for p in group]

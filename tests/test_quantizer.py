@@ -65,7 +65,7 @@ def test_round_boundaries_come_from_the_half_step_table():
     assert x.tolist() == [0.0, 0.0, kappa[0].item()]
     act = TTFSActivation(T, TAU, TD, THETA0, quantizer="round")
     assert act.firing_floor().item() == pytest.approx(math.exp(-(T - 0.5) / TAU), rel=1e-6)
-    assert act.firing_floor() < TTFSActivation(T, TAU, TD, THETA0).firing_floor()
+    assert act.firing_floor() < TTFSActivation(T, TAU, TD, THETA0, quantizer="ceil").firing_floor()
 
 
 def test_round_removes_the_downward_bias_of_ceil():
@@ -191,3 +191,15 @@ def test_norse_parameters_carry_the_quantizer():
     p = cell.p._replace(quantizer="nearest")
     with pytest.raises(ConfigError, match="unknown quantizer"):
         tnorse.ttfs_feed_forward_step(torch.zeros(2, 3), None, p)
+
+
+def test_a_network_saved_before_the_option_existed_loads_as_ceil():
+    """Silent-wrong guard: the default is now round, but old checkpoints were all ceil."""
+    from ttfs_plugin.models import NetworkConfig, TTFSNetwork
+
+    old = mlp(quantizer="ceil").config.to_dict()
+    del old["quantizer"], old["input_mode"]
+    net = TTFSNetwork(NetworkConfig.from_dict(old))
+    assert net.config.quantizer == "ceil" and net.config.input_mode == "encode"
+    assert {m.quantizer for m in net.modules() if isinstance(m, TemporalKernel)} == {"ceil"}
+    assert mlp().config.quantizer == "round"  # what a new network gets

@@ -76,6 +76,10 @@ class Dropout:
             raise ConfigError(f"dropout probability must be in [0, 1), got {self.p!r}")
 
 
+#: What a config written before a setting existed means by its absence (``"quantizer"``: every
+#: earlier network used the first crossing; ``"input_mode"``: every one encoded its input).
+SETTINGS_BEFORE_THEY_EXISTED = {"quantizer": "ceil", "input_mode": "encode"}
+
 LayerEntry = Union[Conv, Dense, MaxPool, AvgPool, Flatten, Dropout]
 LAYER_TYPES = {cls.__name__: cls for cls in (Conv, Dense, MaxPool, AvgPool, Flatten, Dropout)}
 ACTIVATIONS = ("ttfs", "relu")
@@ -131,6 +135,9 @@ class NetworkConfig:
         """Inverse of :meth:`to_dict`; raises ``ConfigError`` on anything it does not know."""
         try:
             data = dict(data)
+            # written before these settings existed: the network was built the one way there was
+            for key, then in SETTINGS_BEFORE_THEY_EXISTED.items():
+                data.setdefault(key, then)
             layers = [LAYER_TYPES[kind](**kwargs) for kind, kwargs in data.pop("layers")]
             return cls(layers=layers, **data)
         except (KeyError, TypeError, ValueError) as exc:
