@@ -112,7 +112,8 @@ def run(opts) -> dict:
         "Presets from `ttfs_plugin.training.PRESETS`: SM starts at x_max = 2 "
         "(td0 = tau0·ln 2) with SR/TR/TB off; the others at x_max = 1 (td0 = 0). "
         f"SR target epoch {sr_target}: p_relax = 0.5 in the first epoch, 0 after; TR and TB "
-        "from the second epoch (reg_start = 1). λ_TR 1e-4 (the presets'; the paper's Table 1: 1e-5); λ_TB 1e-4 (paper) and 1e-3.",
+        "from the second epoch (reg_start = 1). λ_TR 1e-4 (the presets'; the paper's Table 1: "
+        "1e-5); λ_TB 1e-4 (paper) and 1e-3.",
         "The preset default SR target (a quarter of the epochs) would be epoch 1 for a "
         "4-epoch run, and `relaxation_probability(0, 1) = 0`: SR would never relax anything. "
         "Hence the explicit target 2.",
