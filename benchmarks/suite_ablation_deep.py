@@ -53,25 +53,17 @@ CHANCE = 0.2
 
 
 def configurations(tb_weights: tuple[float, float], sr_target: int) -> list[tuple[str, dict]]:
-    """The extra row SM at x_max0 = 1 without SR, then the five presets of
-    ``ttfs_plugin.training.PRESETS`` (SR target and TB weights set for the short budget)."""
+    """The extra row SM at x_max0 = 1 without SR, then the five rows of the small-CNN ablation
+    (``suite_ablation.configurations``: the presets, SR target and TB weights set)."""
     from ttfs_plugin.training import get_preset
+
+    from .suite_ablation import configurations as table1_rows
 
     sm1 = get_preset("sm").settings()
     sm1["x_max0"] = 1.0
-    out = [(EXTRA_ROW, sm1)]
-    for name, tb in (("sm", None), ("sm+sr", None), ("sm+sr+tr", None),
-                     ("sm+sr+tr+tb", tb_weights[0]), ("sm+sr+tr+tb", tb_weights[1])):
-        p = get_preset(name).settings()
-        if p["sr_target"] is None:  # the preset's "a quarter of the epochs"
-            p["sr_target"] = sr_target
-        if tb is not None:
-            p["lambda_tb"] = tb
-        label = name.upper().replace("+", " + ")
-        if name == "sm":
-            label = "SM x_max0=2 (no SR)"
-        out.append((label if tb is None else f"{label} (λ_TB {tb:g})", p))
-    return out
+    rows = table1_rows(tb_weights, sr_target)
+    return [(EXTRA_ROW, sm1)] + [("SM x_max0=2 (no SR)" if label == "SM" else label, p)
+                                 for label, p in rows]
 
 
 def pad32(dataset: TensorDataset) -> TensorDataset:

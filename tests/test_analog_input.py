@@ -5,7 +5,7 @@ import json
 
 import pytest
 import torch
-from torch import nn
+from _model_helpers import randomise_batch_norm
 
 from ttfs_plugin.errors import ConfigError, InputShapeError
 from ttfs_plugin.export import ExportError, plan_network
@@ -13,20 +13,6 @@ from ttfs_plugin.layers import AnalogInput
 from ttfs_plugin.metrics import evaluate
 from ttfs_plugin.models import mlp, small_cnn, vgg16
 from ttfs_plugin.simulation import agreement, evaluate_backend, surrogate_spike_times
-
-
-def randomised(model):
-    gen = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
-                n = m.num_features
-                m.running_mean.copy_(torch.rand(n, generator=gen) * 0.4 - 0.2)
-                m.running_var.copy_(torch.rand(n, generator=gen) * 1.5 + 0.5)
-                m.weight.copy_(torch.rand(n, generator=gen) + 0.5)
-                m.bias.copy_(torch.rand(n, generator=gen) * 0.6 - 0.1)
-    return model.eval()
-
 
 CASES = {
     "mlp": (lambda **kw: mlp(**kw), (32, 1, 8, 8)),
@@ -60,7 +46,7 @@ def test_simulation_equals_the_surrogate(case, dtype, backend):
     adapter = pytest.importorskip(f"ttfs_plugin.{backend}")
     build, shape = CASES[case]
     torch.manual_seed(0)
-    model = randomised(build(input_mode="analog")).to(dtype)
+    model = randomise_batch_norm(build(input_mode="analog")).to(dtype)
     x = torch.rand(*shape, dtype=dtype)
     logits, times = surrogate_spike_times(model, x)
     net = getattr(adapter, f"to_{backend}")(model)
@@ -79,7 +65,7 @@ def test_simulation_equals_the_surrogate(case, dtype, backend):
 
 def test_an_analog_network_has_no_input_spike_train():
     tsnn = pytest.importorskip("ttfs_plugin.snntorch")
-    model = randomised(mlp(input_mode="analog"))
+    model = randomise_batch_norm(mlp(input_mode="analog"))
     with pytest.raises(ExportError, match="analog image"):
         plan_network(model, input_mode="spikes")
     with pytest.raises(InputShapeError, match="analog image"):
@@ -99,7 +85,7 @@ def test_totals_with_and_without_the_input_layer_agree_across_surrogate_and_simu
     pytest.importorskip("ttfs_plugin.snntorch")
     pytest.importorskip("ttfs_plugin.norse")
     torch.manual_seed(0)
-    model = randomised(mlp(input_mode=input_mode)).double()
+    model = randomise_batch_norm(mlp(input_mode=input_mode)).double()
     data = [(x.double(), y) for x, y in loader()]
     surrogate = evaluate(model, data)
     per_layer = {layer["name"]: layer for layer in surrogate["per_layer"]}

@@ -5,6 +5,7 @@ import math
 
 import pytest
 import torch
+from _model_helpers import randomise_batch_norm
 
 from ttfs_plugin import functional as F
 from ttfs_plugin.errors import ConfigError
@@ -113,19 +114,8 @@ CASES = {
 
 
 def randomised(build):
-    from torch import nn
     torch.manual_seed(0)
-    model = build()
-    gen = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
-                n = m.num_features
-                m.running_mean.copy_(torch.rand(n, generator=gen) * 0.4 - 0.2)
-                m.running_var.copy_(torch.rand(n, generator=gen) * 1.5 + 0.5)
-                m.weight.copy_(torch.rand(n, generator=gen) + 0.5)
-                m.bias.copy_(torch.rand(n, generator=gen) * 0.6 - 0.1)
-    return model.eval().double()
+    return randomise_batch_norm(build()).double()
 
 
 @pytest.mark.parametrize("backend", ["snntorch", "norse"])

@@ -6,6 +6,8 @@ from torch import nn
 
 snn = pytest.importorskip("snntorch")
 
+from _model_helpers import randomise_batch_norm  # noqa: E402
+
 from ttfs_plugin import snntorch as tsnn  # noqa: E402
 from ttfs_plugin.data import load_digits  # noqa: E402
 from ttfs_plugin.errors import CheckpointError  # noqa: E402
@@ -15,20 +17,6 @@ from ttfs_plugin.metrics import efficiency_figures  # noqa: E402
 from ttfs_plugin.models import mlp, small_cnn, vgg16  # noqa: E402
 from ttfs_plugin.simulation import agreement, surrogate_spike_times  # noqa: E402
 from ttfs_plugin.training import TrainConfig, fit, spike_proxy_loss  # noqa: E402
-
-
-def randomise_batch_norm(model):
-    gen = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
-                n = m.num_features
-                m.running_mean.copy_(torch.rand(n, generator=gen) * 0.4 - 0.2)
-                m.running_var.copy_(torch.rand(n, generator=gen) * 1.5 + 0.5)
-                m.weight.copy_(torch.rand(n, generator=gen) + 0.5)
-                m.bias.copy_(torch.rand(n, generator=gen) * 0.6 - 0.1)
-    return model.eval()
-
 
 CASES = {
     "mlp": (lambda: mlp(), (64, 1, 8, 8)),

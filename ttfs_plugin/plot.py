@@ -97,6 +97,20 @@ def _figure_for(ax, figsize=None):
     return fig, axes[0, 0]
 
 
+def _grid_of_panels(axes, n: int, ncols: int):
+    """``(figure, [ax] * n)``: the given axes, or a new grid of ``n`` panels, ``ncols`` wide
+    (unused cells hidden)."""
+    if axes is not None:
+        return _figure_for_panels(axes, n)
+    cols = max(1, min(ncols, n))
+    rows = math.ceil(n / cols)
+    fig, grid = _new_figure(rows, cols, figsize=(3.4 * cols, 2.9 * rows))
+    panels = list(grid.flat)
+    for extra in panels[n:]:
+        extra.set_visible(False)
+    return fig, panels[:n]
+
+
 def _figure_for_panels(axes, n: int, figsize=None, sharex: bool = False,
                        side_by_side: bool = False):
     """``(figure, [ax] * n)``: the given axes, or a new figure of ``n`` panels (stacked, or
@@ -515,15 +529,7 @@ def preactivation_histograms(network: nn.Module, x: Tensor, bins: int = 100, *,
     """
     stats = preactivation_stats(network, x)
     n = len(stats)
-    if axes is not None:
-        fig, panels = _figure_for_panels(axes, n)
-    else:
-        cols = max(1, min(ncols, n))
-        rows = math.ceil(n / cols)
-        fig, grid = _new_figure(rows, cols, figsize=(3.4 * cols, 2.9 * rows))
-        panels = list(grid.flat)
-        for extra in panels[n:]:
-            extra.set_visible(False)
+    fig, panels = _grid_of_panels(axes, n, ncols)
     for ax, (name, s) in zip(panels, stats.items()):
         z = s["z"]
         lo, hi = _histogram_range(z, s["floor"], s["ceiling"], s["beta"])
@@ -898,15 +904,7 @@ def kernel_error_curves(network_or_kernels, points: int = 1500, *, ncols: int = 
     if points < 10:
         raise ConfigError(f"points must be >= 10, got {points}")
     n = len(kernels)
-    if axes is not None:
-        fig, panels = _figure_for_panels(axes, n)
-    else:
-        cols = max(1, min(ncols, n))
-        rows = math.ceil(n / cols)
-        fig, grid = _new_figure(rows, cols, figsize=(3.4 * cols, 2.9 * rows))
-        panels = list(grid.flat)
-        for extra in panels[n:]:
-            extra.set_visible(False)
+    fig, panels = _grid_of_panels(axes, n, ncols)
     regions = (("pruned", FLOOR_COLOUR), ("quantized", "0.3"), ("clipped", CEILING_COLOUR))
     for ax, (name, kernel) in zip(panels, kernels.items()):
         thr = kernel.thresholds().detach().double().cpu()
