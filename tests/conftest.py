@@ -16,6 +16,19 @@ def _seed():
     torch.manual_seed(0)
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _event_cache_in_a_temp_dir(tmp_path_factory):
+    """Event-frame caches of the whole run (subprocesses and notebooks included) go to a temp
+    folder, never into the user's ~/.cache (a test that needs its own sets TTFS_CACHE_DIR)."""
+    before = os.environ.get("TTFS_CACHE_DIR")
+    os.environ["TTFS_CACHE_DIR"] = str(tmp_path_factory.mktemp("event_cache"))
+    yield
+    if before is None:
+        os.environ.pop("TTFS_CACHE_DIR", None)
+    else:
+        os.environ["TTFS_CACHE_DIR"] = before
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     """The real sample datasets (``TTFS_DATA_DIR`` or ``../shared/data``), read-only."""

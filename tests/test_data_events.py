@@ -24,6 +24,14 @@ def hand_decode(path):
     return b0, b1, b2 >> 7, ((b2 & 0x7F) << 16) | (b3 << 8) | b4
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _event_cache(tmp_path_factory):
+    """Converted frames are cached in a temporary folder, never ~/.cache or ../shared."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("TTFS_CACHE_DIR", str(tmp_path_factory.mktemp("event_cache")))
+        yield
+
+
 @pytest.fixture(scope="module")
 def nmnist_dir(shared_data):
     return shared_data / "nmnist1k"
@@ -65,6 +73,20 @@ def test_nmnist_split_shapes_and_labels(nmnist, labels):
     assert nmnist.val.tensors[1].tolist() == labels[900:]
     assert x.min() == 0 and x.max() == 1
     assert torch.all(x.flatten(1).max(dim=1).values == 1)  # "max": each sample peaks at 1
+
+
+def test_all_1000_samples_are_bit_identical_from_the_cache(nmnist, nmnist_dir, monkeypatch):
+    """The module's load converted and cached the samples; this one reads them back."""
+    import ttfs_plugin.data.events as events_module
+
+    opts = EventOptions(time_bins=2)
+    uncached = load_dataset("nmnist", nmnist_dir, events=opts, cache_dir="none")
+    monkeypatch.setattr(events_module, "read_nmnist_events", None)  # a hit reads no file
+    cached = load_dataset("nmnist", nmnist_dir, events=opts)
+    for data in (nmnist, cached):
+        for split in ("train", "val"):
+            for a, b in zip(getattr(data, split).tensors, getattr(uncached, split).tensors):
+                assert torch.equal(a, b)
 
 
 def test_tonic_reader_matches_a_hand_decode(nmnist_dir):

@@ -93,9 +93,8 @@ def test_tables_accept_python_floats():
     for k in range(32):
         assert float(kern[k]) == pytest.approx(expected[k], rel=2e-6)
         assert float(thr[k]) == pytest.approx(expected[k], rel=2e-6)
-    # the default is the round quantizer's table (docs/spec.md §3)
-    assert torch.equal(threshold_table(10.0, 0.0, 32, 1.0), threshold_table(10.0, 0.0, 32, 1.0,
-                                                                            "round"))
+    # the default is the ceil quantizer's table (docs/spec.md §3)
+    assert torch.equal(threshold_table(10.0, 0.0, 32, 1.0), thr)
 
 
 def test_tables_differentiable_in_tau_td():

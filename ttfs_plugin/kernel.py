@@ -28,10 +28,10 @@ TAU_MIN = 1e-2
 #: ``"ceil"`` the first crossing of ``theta0*kappa(k)``; ``"round"`` (the authors' training and
 #: SNN) the first crossing of the half-step-shifted table ``theta0*kappa(k + 1/2)``.
 QUANTIZERS = ("ceil", "round")
-#: The quantizer a network gets when none is named: ``"round"``, chosen by measurement (it
-#: removes the decoded value's downward bias, −4.8 % under ``"ceil"`` at tau = 10, T = 32, and
-#: trains at least as well; docs/spec.md §3 and its choices table).
-DEFAULT_QUANTIZER = "round"
+#: The quantizer a network gets when none is named: ``"ceil"``, chosen by measurement
+#: (docs/spec.md §3): ``"round"`` removes the decoded value's bias but, in a deep net started at
+#: x_max0 = 1, let more stochastic-relaxation runs collapse.
+DEFAULT_QUANTIZER = "ceil"
 
 
 @dataclass(frozen=True)

@@ -24,10 +24,13 @@ from .augment import CROP_FLIP, SHIFT
 from .base import SPLITS, DatasetEntry, SplitData
 from .digits import load_digits
 from .events import (
+    CACHE_ENV,
+    CACHE_OFF,
     DEFAULT_CLIP,
     NORMALISATIONS,
     EventOptions,
     TonicSource,
+    check_event_workers,
     load_nmnist_folder,
     load_tonic,
 )
@@ -120,8 +123,8 @@ def default_data_dir(name: str) -> Path | None:
     return root if entry.root_is_data_dir else None
 
 
-def _check_options(entry: DatasetEntry, download: bool, augment: bool,
-                   events: EventOptions) -> None:
+def _check_options(entry: DatasetEntry, download: bool, augment: bool, events: EventOptions,
+                   cache: dict[str, Any]) -> None:
     """Options that cannot apply to the entry are errors, not silently ignored."""
     name = entry.name
     if download and not entry.downloadable:
@@ -135,26 +138,40 @@ def _check_options(entry: DatasetEntry, download: bool, augment: bool,
         raise ConfigError(f"event options (--time-bins, --denoise-us, --merge-polarity, "
                           f"--event-norm, --event-clip) are for "
                           f"{', '.join(_names('event_options'))}, not {name!r}; drop them")
+    check_event_workers(cache["event_workers"])
+    given = [f"--{key.replace('_', '-')}" for key, value in cache.items() if value is not None]
+    if given and not entry.event_options:
+        raise ConfigError(f"the event cache options ({', '.join(given)}) are for "
+                          f"{', '.join(_names('event_options'))}, not {name!r}; drop them")
 
 
 def load_dataset(name: str, data_dir: str | Path | None = None, *, download: bool = False,
-                 augment: bool = False, events: EventOptions | dict | None = None) -> SplitData:
+                 augment: bool = False, events: EventOptions | dict | None = None,
+                 cache_dir: str | Path | None = None,
+                 event_workers: int | None = None) -> SplitData:
     """Load dataset ``name`` (one of :data:`DATASETS`) from ``data_dir``.
 
     ``download`` lets torchvision / tonic fetch a missing dataset into ``data_dir``; ``augment``
     augments the training split (the entry's ``augmentation``: crop + flip for CIFAR and
     ``image-folder``, a 2-pixel shift for ``mnist``, ``mnist-idx``, ``fashion-mnist``);
     ``events`` (an :class:`EventOptions`, a dict of its fields, or ``None`` for the defaults)
-    sets how event datasets become frames. An option that does not apply to
-    ``name`` raises :class:`ConfigError`.
+    sets how event datasets become frames. Event datasets cache their frames on disk:
+    ``cache_dir`` is the folder (``None``: ``$TTFS_CACHE_DIR``, else
+    ``~/.cache/ttfs-plugin/events``; ``"none"``: no cache) and ``event_workers`` the DataLoader
+    worker processes of the first conversion (``None``: automatic, ``0``: none). An option that
+    does not apply to ``name`` raises :class:`ConfigError`.
     """
     entry = dataset_entry(name)
     opts = EventOptions.coerce(events)
-    _check_options(entry, bool(download), bool(augment), opts)
+    cache = {"cache_dir": cache_dir, "event_workers": event_workers}
+    _check_options(entry, bool(download), bool(augment), opts, cache)
     if data_dir is None:
         data_dir = default_data_dir(name)
     given = {"download": bool(download), "augment": bool(augment), "events": opts}
-    return entry.load(data_dir, **{key: given[key] for key in entry.options()})
+    options: dict[str, Any] = {key: given[key] for key in entry.options()}
+    if entry.event_options:
+        options.update(cache)
+    return entry.load(data_dir, **options)
 
 
 def _public_loader(name: str):
@@ -211,6 +228,13 @@ def add_data_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup
     group.add_argument("--event-clip", type=float, default=DEFAULT_CLIP, metavar="COUNT",
                        help=f"event datasets: count cap of --event-norm clip "
                             f"(default {DEFAULT_CLIP:g})")
+    group.add_argument("--cache-dir", default=None, metavar="DIR",
+                       help=f"event datasets: folder caching the converted frames (default "
+                            f"${CACHE_ENV}, else ~/.cache/ttfs-plugin/events); "
+                            f"'{CACHE_OFF}' = no cache")
+    group.add_argument("--event-workers", type=int, default=None, metavar="N",
+                       help="event datasets: DataLoader worker processes converting events "
+                            "on the first pass (default automatic; 0 = none)")
     return group
 
 
@@ -218,9 +242,11 @@ def dataset_options(args: argparse.Namespace) -> dict[str, Any]:
     """``load_dataset`` keywords from args parsed with :func:`add_data_arguments`.
 
     Returns plain JSON-friendly values — ``{"download": bool, "augment": bool, "events":
-    {"time_bins", "denoise_us", "merge_polarity", "normalise", "clip"}}`` — so the dict can be
-    stored in metrics.json / a checkpoint and passed back as ``load_dataset(..., **options)``.
-    A missing argument takes its default; a bad value raises :class:`ConfigError`.
+    {"time_bins", "denoise_us", "merge_polarity", "normalise", "clip"}}``, plus ``"cache_dir"``
+    and ``"event_workers"`` when ``--cache-dir`` / ``--event-workers`` are given — so the dict
+    can be stored in metrics.json / a checkpoint and passed back as
+    ``load_dataset(..., **options)``. A missing argument takes its default; a bad value raises
+    :class:`ConfigError`.
     """
     events = EventOptions(
         time_bins=getattr(args, "time_bins", 1),
@@ -229,9 +255,14 @@ def dataset_options(args: argparse.Namespace) -> dict[str, Any]:
         normalise=getattr(args, "event_norm", "max"),
         clip=float(getattr(args, "event_clip", DEFAULT_CLIP)),
     )
-    return {"download": bool(getattr(args, "download", False)),
-            "augment": bool(getattr(args, "augment", False)),
-            "events": events.to_dict()}
+    options: dict[str, Any] = {"download": bool(getattr(args, "download", False)),
+                               "augment": bool(getattr(args, "augment", False)),
+                               "events": events.to_dict()}
+    for key in ("cache_dir", "event_workers"):  # only when given: defaults are not recorded
+        if getattr(args, key, None) is not None:
+            options[key] = getattr(args, key)
+    check_event_workers(options.get("event_workers"))
+    return options
 
 
 __all__ = ["DATASETS", "ENTRIES", "SPLITS", "DatasetEntry", "EventOptions", "SplitData",

@@ -38,7 +38,8 @@ class DatasetEntry:
     * ``augmentation`` — ``(padding, flip)`` of the training-split
       :class:`~ttfs_plugin.data.augment.RandomShiftFlip`; ``None``: ``augment=True`` is refused.
     * ``event_options`` — the :class:`~ttfs_plugin.data.events.EventOptions` (``--time-bins``
-      …) apply.
+      …) apply, and the event cache: its loader also takes ``cache_dir`` and ``event_workers``
+      (``--cache-dir``, ``--event-workers``).
     * ``needs_data_dir`` — ``False`` for built-in data (``digits``).
     * ``source`` — loader-specific facts, e.g. a
       :class:`~ttfs_plugin.data.vision.TorchvisionSource` or

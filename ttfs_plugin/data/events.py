@@ -7,6 +7,12 @@ channel ``2 * t + p`` (or ``t`` with ``merge_polarity``) — and the counts are 
 per sample (``normalise="max"``) or capped (``normalise="clip"``). The frames are kept in memory
 as a ``TensorDataset``, so training never touches the event files again.
 
+The conversion runs once: tonic's ``DiskCachedDataset`` stores each sample's frames in a cache
+folder (:func:`resolve_cache_dir`: ``cache_dir`` / ``--cache-dir``, ``$TTFS_CACHE_DIR``, else
+``~/.cache/ttfs-plugin/events``; ``"none"`` turns it off) under a key of everything the frames
+depend on, and later loads read them back. The first pass converts in DataLoader worker
+processes (``event_workers``) and says so on stderr.
+
 * ``nmnist`` — a folder of N-MNIST ``.bin`` files plus ``labels.tsv`` (as in
   ``../shared/data/nmnist1k``; the last 10 % by sample number are validation), or without
   ``labels.tsv`` tonic's own ``NMNIST`` download under ``data_dir`` (its train / test sets).
@@ -19,13 +25,22 @@ Which tonic class, event-file suffix and sensor a dataset has is its table entry
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
+import multiprocessing
+import os
+import shutil
+import sys
+import tempfile
+import zlib
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 import torch
+from torch.utils.data import DataLoader, Dataset
 
 from ..errors import ConfigError, DataError
 from .base import DatasetEntry, SplitData, holdout_split, natural_key
@@ -242,30 +257,273 @@ def read_labels_tsv(path: Path, num_classes: int | None = None) -> list[tuple[st
     return sorted(rows, key=lambda row: natural_key(row[0]))
 
 
+# --- the on-disk cache of converted frames ----------------------------------------------------
+
+#: Bump when what a cache file holds, or how frames are made, changes: caches written before
+#: then get another key and are never read again.
+CACHE_VERSION = 1
+#: Environment variable naming the cache folder (``none``: no cache).
+CACHE_ENV = "TTFS_CACHE_DIR"
+#: The ``cache_dir`` / ``--cache-dir`` / ``$TTFS_CACHE_DIR`` value that turns the cache off.
+CACHE_OFF = "none"
+MANIFEST = "manifest.json"
+#: ``event_workers=None``: conversion workers are used only for this many samples or more …
+_AUTO_WORKERS_FROM = 64
+#: … and at most this many.
+_AUTO_WORKERS_MAX = 8
+
+
+def user_cache_dir() -> Path:
+    """The default cache folder: ``$XDG_CACHE_HOME/ttfs-plugin/events`` (``~/.cache/...``)."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base).expanduser() / "ttfs-plugin" / "events"
+
+
+def resolve_cache_dir(cache_dir: str | Path | None = None) -> Path | None:
+    """Where converted frames are cached (``None``: no cache).
+
+    ``cache_dir`` (``--cache-dir``) wins, then ``$TTFS_CACHE_DIR``, then :func:`user_cache_dir`;
+    the value ``"none"`` in either place turns the cache off. The data folder itself is never
+    written to."""
+    explicit = cache_dir is not None
+    if not explicit:
+        cache_dir = os.environ.get(CACHE_ENV) or None
+    if cache_dir is None:
+        return user_cache_dir()
+    if not isinstance(cache_dir, (str, Path)) or not str(cache_dir).strip():
+        where = "cache_dir (--cache-dir)" if explicit else f"${CACHE_ENV}"
+        raise ConfigError(f"{where} must be a folder or {CACHE_OFF!r} (no cache), got "
+                          f"{cache_dir!r}; pass e.g. --cache-dir ~/.cache/ttfs-plugin/events")
+    if str(cache_dir).strip().lower() == CACHE_OFF:
+        return None
+    return Path(cache_dir).expanduser()
+
+
+def check_event_workers(event_workers: int | None) -> None:
+    """``event_workers`` must be ``None`` (automatic) or an integer >= 0."""
+    if event_workers is not None and (isinstance(event_workers, bool)
+                                      or not isinstance(event_workers, int)
+                                      or event_workers < 0):
+        raise ConfigError(f"event_workers must be an integer >= 0 or None (automatic), got "
+                          f"{event_workers!r}; pass e.g. --event-workers 4, or 0 for none")
+
+
+def _workers_for(n: int, event_workers: int | None) -> int:
+    """DataLoader workers for converting ``n`` samples (``None``: one per usable CPU, up to
+    :data:`_AUTO_WORKERS_MAX`, for :data:`_AUTO_WORKERS_FROM` samples or more, and only where
+    worker processes fork — elsewhere a script without a ``__main__`` guard would break)."""
+    if event_workers is not None:
+        return event_workers
+    method = multiprocessing.get_start_method(allow_none=True) \
+        or multiprocessing.get_all_start_methods()[0]
+    if n < _AUTO_WORKERS_FROM or method != "fork":
+        return 0
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") \
+        else (os.cpu_count() or 1)
+    workers = min(cpus, _AUTO_WORKERS_MAX)
+    return workers if workers > 1 else 0
+
+
+def _checksum(key: str, index: int, label: int, frames: np.ndarray) -> int:
+    """CRC-32 over the cache key, the sample's index and label, and its frames: a cache file
+    that is damaged, or belongs to another sample or another cache, does not match."""
+    head = f"{key}:{index}:{label}:{frames.shape}:".encode()
+    return zlib.crc32(np.ascontiguousarray(frames).tobytes(), zlib.crc32(head))
+
+
+class _SourceError(Exception):
+    """An error reading or converting a sample (``args[0]``), kept apart from a cache file's
+    own errors and re-raised as it is."""
+
+
+class _NmnistFiles:
+    """N-MNIST ``.bin`` files as a map-style dataset: ``[i]`` → ``(events, label)``."""
+
+    def __init__(self, paths: list[Path], labels: list[int]):
+        self.paths, self.labels = paths, labels
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> tuple[np.ndarray, int]:
+        return read_nmnist_events(self.paths[index]), self.labels[index]
+
+
+class _EventFrames(Dataset):
+    """``[i]`` → ``(frames, (label, checksum))``: sample ``i`` of ``source`` (anything whose
+    ``[i]`` is ``(events, label)``) as a float32 ``(C, H, W)`` array; ``names[i]`` names it in
+    errors."""
+
+    def __init__(self, source: Any, names: list[str], sensor_size: tuple[int, int, int],
+                 opts: EventOptions, key: str):
+        self.source, self.names, self.key = source, names, key
+        self.sensor_size, self.opts = sensor_size, opts
+        self._transform: Callable | None = None
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def __getitem__(self, index: int) -> tuple[np.ndarray, tuple[int, int]]:
+        if self._transform is None:
+            self._transform = event_transform(self.sensor_size, self.opts)
+        try:
+            events, label = self.source[index]
+            frames = events_to_frames(events, self.sensor_size, self.opts,
+                                      self._transform).numpy()
+        except DataError as exc:
+            raise DataError(f"{self.names[index]}: {exc}") from None
+        except Exception as exc:  # not the cache's: re-raised unchanged by _Samples
+            raise _SourceError(exc) from exc
+        label = int(label)
+        return frames, (label, _checksum(self.key, index, label, frames))
+
+
+class _Samples(Dataset):
+    """``[i]`` → ``(frames, label)``, from the cache at ``cache_path`` (converting and storing
+    what is missing, with tonic's ``DiskCachedDataset``) or straight from ``frames``. A cache
+    file that does not load or fails its checksum is converted again; an error converting a
+    sample comes back as its message (a ``str``), for the main process to raise."""
+
+    def __init__(self, frames: _EventFrames, cache_path: Path | None):
+        self.frames, self.cache_path = frames, cache_path
+        self.shape = frames.opts.in_shape(frames.sensor_size)
+        self.cached = None if cache_path is None else \
+            _tonic().DiskCachedDataset(frames, cache_path=str(cache_path))
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    def __getitem__(self, index: int) -> tuple[np.ndarray, int] | str:
+        try:
+            if self.cached is None:
+                frames, (label, _) = self.frames[index]
+                return frames, label
+            return self._from_cache(index)
+        except DataError as exc:
+            return str(exc)
+        except _SourceError as exc:
+            raise exc.args[0] from None
+
+    def _read(self, index: int) -> tuple[np.ndarray, int] | None:
+        try:
+            frames, target = self.cached[index]  # type: ignore[index]
+            label, checksum = (int(value) for value in target)
+        except (DataError, _SourceError):
+            raise
+        except (OSError, KeyError, ValueError, TypeError):  # not a readable cache file
+            return None
+        if not isinstance(frames, np.ndarray) or frames.dtype != np.float32 \
+                or frames.shape != self.shape \
+                or checksum != _checksum(self.frames.key, index, label, frames):
+            return None
+        return frames, label
+
+    def _from_cache(self, index: int) -> tuple[np.ndarray, int]:
+        sample = self._read(index)
+        if sample is None:  # damaged: drop the file, and tonic converts the sample again
+            file = Path(self.cache_path or "") / f"{index}_0.hdf5"  # tonic's file name
+            file.unlink(missing_ok=True)
+            sample = self._read(index)
+            if sample is None:
+                raise DataError(f"the event cache file {file} cannot be written or read back "
+                                f"(sample {index} converted again: is the disk full?); delete "
+                                f"{self.cache_path}, or pass --cache-dir {CACHE_OFF}")
+        return sample
+
+
+def _as_list(batch: list) -> list:
+    """DataLoader ``collate_fn``: the samples as they are."""
+    return batch
+
+
+def _run(samples: _Samples, workers: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every sample, in order (in ``workers`` DataLoader processes; 0: this one), stacked."""
+    loader = DataLoader(samples, batch_size=16, num_workers=workers, collate_fn=_as_list,
+                        generator=torch.Generator().manual_seed(0))  # not torch's global one
+    images, labels = [], []
+    for batch in loader:
+        for sample in batch:
+            if isinstance(sample, str):
+                raise DataError(sample)
+            images.append(torch.from_numpy(sample[0]))
+            labels.append(sample[1])
+    if not images:
+        return torch.zeros((0, *samples.shape)), torch.zeros(0, dtype=torch.long)
+    return torch.stack(images), torch.tensor(labels, dtype=torch.long)
+
+
+def _cache_key(manifest: dict[str, Any]) -> str:
+    text = json.dumps(manifest, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:20]
+
+
+def _read_manifest(path: Path) -> Any:
+    try:
+        return json.loads((path / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _cached_frames(entry: DatasetEntry, part: str, source: Any, names: list[str],
+                   identity: dict[str, Any], sensor_size: tuple[int, int, int],
+                   opts: EventOptions, cache_dir: str | Path | None,
+                   event_workers: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The frames and labels of ``source`` (``[i]`` → ``(events, label)``), from the cache
+    when it holds them, else converted (and cached).
+
+    The cache key hashes everything the frames depend on: ``identity`` (which files, in which
+    order, with which labels), the sensor, every event option, tonic's version and
+    :data:`CACHE_VERSION`. A cache is used only once complete: the first pass writes into a
+    folder of its own and renames it into place at the end."""
+    check_event_workers(event_workers)
+    root = resolve_cache_dir(cache_dir)
+    manifest = {"format": "ttfs-plugin/event-frames", "version": CACHE_VERSION,
+                "tonic": getattr(_tonic(), "__version__", "?"), "dataset": entry.name,
+                "part": part, "samples": len(names), "source": identity,
+                "sensor_size": list(sensor_size), "events": opts.to_dict()}
+    key = _cache_key(manifest)
+    frames = _EventFrames(source, names, sensor_size, opts, key)
+    workers = _workers_for(len(names), event_workers)
+    if root is None:
+        return _run(_Samples(frames, None), workers)
+    final = root / entry.name / f"{part}-{key}"
+    if _read_manifest(final) == manifest:  # a hit: read in this process
+        return _run(_Samples(frames, final), 0)
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        partial = Path(tempfile.mkdtemp(prefix=f"{final.name}.partial-", dir=final.parent))
+    except OSError as exc:  # no cache folder: the cache only saves time, so go without it
+        print(f"ttfs: cannot write the event cache in {root} ({exc.strerror or exc}); "
+              f"converting without it — pass --cache-dir (or set {CACHE_ENV}) with a writable "
+              f"folder, or {CACHE_OFF}", file=sys.stderr, flush=True)
+        return _run(_Samples(frames, None), workers)
+    helpers = f" in {workers} worker processes" if workers else ""
+    print(f"ttfs: converting {len(names):,} {entry.name} samples to frames{helpers} and caching "
+          f"them in {final} (once: later runs with the same options read them from there)",
+          file=sys.stderr, flush=True)
+    try:
+        result = _run(_Samples(frames, partial), workers)
+        (partial / MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True))
+        if final.exists() and _read_manifest(final) != manifest:  # incomplete or foreign
+            shutil.rmtree(final, ignore_errors=True)
+        try:
+            partial.rename(final)
+        except OSError:  # another process finished the same cache first: keep theirs
+            pass
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
+    return result
+
+
 def _val_size(n: int) -> int:
     """The last 10 % (at least one sample) are the validation split."""
     return max(1, n // 10)
 
 
-def _convert(samples, sensor_size, opts: EventOptions, num_classes: int, where: str):
-    """``(events, label, source)`` triples → stacked frames and labels; ``source`` names the
-    sample in errors."""
-    transform = event_transform(sensor_size, opts)
-    shape = opts.in_shape(sensor_size)
-    images, labels = [], []
-    for events, label, source in samples:
-        try:
-            images.append(events_to_frames(events, sensor_size, opts, transform))
-        except DataError as exc:
-            raise DataError(f"{source}: {exc}") from None
-        labels.append(int(label))
-    if not images:
-        return torch.zeros((0, *shape)), torch.zeros(0, dtype=torch.long)
-    y = torch.tensor(labels, dtype=torch.long)
-    if y.min() < 0 or y.max() >= num_classes:
+def _check_labels(y: torch.Tensor, num_classes: int, where: str) -> None:
+    if len(y) and (y.min() < 0 or y.max() >= num_classes):
         raise DataError(f"{where}: labels must lie in 0..{num_classes - 1}, found "
                         f"{int(y.min())}..{int(y.max())}")
-    return torch.stack(images), y
 
 
 def _entry_facts(entry: DatasetEntry) -> tuple[TonicSource, int]:
@@ -275,20 +533,39 @@ def _entry_facts(entry: DatasetEntry) -> tuple[TonicSource, int]:
     return entry.source, entry.num_classes
 
 
+def _file_identity(path: Path) -> list[Any]:
+    """Size and modification time (ns) of a file, or ``None`` for one that is missing."""
+    try:
+        stat = path.stat()
+    except OSError:
+        return [None, None]
+    return [stat.st_size, stat.st_mtime_ns]
+
+
 def load_nmnist_folder(entry: DatasetEntry, data_dir: str | Path | None, download: bool = False,
-                       events: EventOptions | dict | None = None) -> SplitData:
+                       events: EventOptions | dict | None = None,
+                       cache_dir: str | Path | None = None,
+                       event_workers: int | None = None) -> SplitData:
     """N-MNIST frames ``(C, 34, 34)``: a folder with ``labels.tsv`` (last 10 % validation; a
     single sample has no split but is there for ``split("all")``) or, without one, tonic's
-    NMNIST train / test sets under ``data_dir``."""
+    NMNIST train / test sets under ``data_dir``. The frames are cached on disk
+    (``cache_dir``, see :func:`resolve_cache_dir`), keyed by the files (name, label, size,
+    modification time) and the event options."""
     opts = EventOptions.coerce(events)
     root = _require_dir(entry.name, data_dir, download)
     if not (root / LABELS_FILE).is_file():
-        return load_tonic(entry, root, download=download, events=opts)
+        return load_tonic(entry, root, download=download, events=opts, cache_dir=cache_dir,
+                          event_workers=event_workers)
     source, num_classes = _entry_facts(entry)
     sensor_size = source.sensor_size
     rows = read_labels_tsv(root / LABELS_FILE, num_classes)
-    samples = ((read_nmnist_events(root / name), label, root / name) for name, label in rows)
-    x, y = _convert(samples, sensor_size, opts, num_classes, str(root / LABELS_FILE))
+    paths = [root / name for name, _ in rows]
+    identity = {"folder": str(root.resolve()), "files": [
+        [name, label, *_file_identity(path)] for (name, label), path in zip(rows, paths)]}
+    x, y = _cached_frames(entry, "all", _NmnistFiles(paths, [label for _, label in rows]),
+                          [str(path) for path in paths], identity, sensor_size, opts,
+                          cache_dir, event_workers)
+    _check_labels(y, num_classes, str(root / LABELS_FILE))
     return holdout_split(entry, x, y, _val_size(len(y)), opts.in_shape(sensor_size), num_classes,
                          where=str(root / LABELS_FILE), what="samples")
 
@@ -310,11 +587,14 @@ def _tonic_present(root: Path, folder: str, suffix: str) -> bool:
 
 
 def load_tonic(entry: DatasetEntry, data_dir: str | Path | None, download: bool = False,
-               events: EventOptions | dict | None = None) -> SplitData:
+               events: EventOptions | dict | None = None, cache_dir: str | Path | None = None,
+               event_workers: int | None = None) -> SplitData:
     """A ``tonic.datasets`` class (the entry's :class:`TonicSource`) turned into frames: its
     train / test sets, or with ``holdout_every=k`` one set of which every k-th sample is
-    validation."""
+    validation. The frames are cached on disk (``cache_dir``, see :func:`resolve_cache_dir`),
+    keyed by the folder, the set, its length and the event options."""
     opts = EventOptions.coerce(events)
+    check_event_workers(event_workers)
     name = entry.name
     root = _require_dir(name, data_dir, download)
     source, num_classes = _entry_facts(entry)
@@ -344,12 +624,15 @@ def load_tonic(entry: DatasetEntry, data_dir: str | Path | None, download: bool 
 
     where = f"{root}/{source.cls}"
 
-    def samples(ds):
-        return ((*ds[i], f"{where} sample {i}") for i in range(len(ds)))
+    def convert(ds, part: str, train: bool | None) -> tuple[torch.Tensor, torch.Tensor]:
+        identity = {"folder": str(root.resolve()), "class": source.cls, "train": train}
+        x, y = _cached_frames(entry, part, ds, [f"{where} sample {i}" for i in range(len(ds))],
+                              identity, sensor_size, opts, cache_dir, event_workers)
+        _check_labels(y, num_classes, where)
+        return x, y
 
     if source.holdout_every:  # one set, sorted by class: every k-th sample is held out
-        full = build()
-        x, y = _convert(samples(full), sensor_size, opts, num_classes, where)
+        x, y = convert(build(), "all", None)
         k = source.holdout_every
         held = torch.arange(len(y)) % k == k - 1
         train = torch.utils.data.TensorDataset(x[~held], y[~held])
@@ -357,8 +640,7 @@ def load_tonic(entry: DatasetEntry, data_dir: str | Path | None, download: bool 
     else:
         parts = []
         for is_train in (True, False):
-            ds = build(train=is_train)
-            parts.append(torch.utils.data.TensorDataset(*_convert(
-                samples(ds), sensor_size, opts, num_classes, where)))
+            parts.append(torch.utils.data.TensorDataset(*convert(
+                build(train=is_train), "train" if is_train else "test", is_train)))
         train, val = parts
     return SplitData(name, train, val, opts.in_shape(sensor_size), num_classes)
