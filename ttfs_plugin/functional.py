@@ -52,9 +52,9 @@ class _TTFSActivation(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, z, tau, td, T, theta0, grad_mode, quantizer):
-        t = encode(z, threshold_table(tau, td, T, theta0, quantizer))
-        x = decode(t, kernel_table(tau, td, T).to(z.dtype))
+    def forward(ctx, z, tau, td, thresholds, kernel, T, theta0, grad_mode):
+        t = encode(z, thresholds)
+        x = decode(t, kernel.to(z.dtype))
         ctx.save_for_backward(z, x, t.to(_spike_time_dtype(T)), tau, td)
         ctx.T, ctx.theta0, ctx.grad_mode = T, theta0, grad_mode
         return x
@@ -96,7 +96,7 @@ class _TTFSActivation(torch.autograd.Function):
 
         grad_tau = grad_tau.to(tau.dtype) if need_tau else None
         grad_td = grad_td.to(td.dtype) if need_td else None
-        return grad_z, grad_tau, grad_td, None, None, None, None
+        return grad_z, grad_tau, grad_td, None, None, None, None, None
 
 
 def check_grad_mode(grad_mode: str) -> str:
@@ -131,7 +131,19 @@ def ttfs_activation(
     # TemporalKernel.thresholds() does, so every caller sees the same thresholds.
     tau = torch.as_tensor(tau, device=z.device)
     td = torch.as_tensor(td, device=z.device)
-    return _TTFSActivation.apply(z, tau, td, T, float(theta0), grad_mode, quantizer)
+    thresholds, kernel = eager_tables(tau, td, T, float(theta0), quantizer)
+    return _TTFSActivation.apply(z, tau, td, thresholds, kernel, T, float(theta0), grad_mode)
+
+
+@torch.compiler.disable
+def eager_tables(tau: Tensor, td: Tensor, T: int, theta0: float, quantizer: str
+                 ) -> tuple[Tensor, Tensor]:
+    """``(threshold_table, kernel_table)``, detached, always computed eagerly: inside a
+    ``torch.compile`` region the fused ``exp`` differs from eager by a few ulps, which moves
+    spike times at the thresholds; kept outside, a compiled model fires exactly as the eager one
+    and as every simulator (which all use these tables)."""
+    with torch.no_grad():
+        return (threshold_table(tau, td, T, theta0, quantizer), kernel_table(tau, td, T))
 
 
 def relaxed_activation(z: Tensor, theta0: float = 1.0) -> Tensor:
