@@ -72,6 +72,24 @@ def test_raster_events_put_layer_l_in_window_l_plus_1():
         plot.raster_events({}, T)
 
 
+def test_an_analog_input_network_s_raster_starts_at_layer_1():
+    """Its relay keeps window 0 and emits no spikes: ttfs1 still fires in window 2."""
+    torch.manual_seed(0)
+    analog = mlp(input_mode="analog").eval()
+    from ttfs_plugin.simulation import surrogate_spike_times
+
+    _, times = surrogate_spike_times(analog, torch.rand(1, 1, 8, 8))
+    assert list(times) == ["ttfs1", "ttfs2"]
+    T = analog.config.T
+    events = plot.raster_events(times, T, first_layer=1)
+    by_layer = {layer["name"]: layer["index"] for layer in events["layers"]}
+    assert by_layer == {"ttfs1": 1, "ttfs2": 2} and events["total_steps"] == 4 * T
+    first_rows = [s for s, who in zip(events["steps"], events["layer"]) if who == 1]
+    assert first_rows and all(2 * T <= s < 3 * T for s in first_rows)
+    with pytest.raises(ConfigError, match="first_layer"):
+        plot.raster_events(times, T, first_layer=-1)
+
+
 def test_raster_events_select_at_most_max_neurons():
     T = 4
     t = torch.full((1, 100), T)

@@ -157,11 +157,13 @@ def _legend(ax, n_entries: int) -> None:
 # --------------------------------------------------------------------------- 1. spike raster
 
 def raster_events(spike_times: Mapping[str, Tensor], T: int, sample: int = 0,
-                  max_neurons_per_layer: int | None = 100, select: str = "spread") -> dict:
+                  max_neurons_per_layer: int | None = 100, select: str = "spread",
+                  first_layer: int = 0) -> dict:
     """The points of :func:`spike_raster`, as plain data.
 
-    Layer ``l`` (dict order, input encoder = 0) fires in window ``l + 1``: a spike at local time
-    ``k`` is drawn at global step ``(l + 1) * T + k``. Each layer keeps at most
+    Layer ``l`` (dict order from ``first_layer``: 0 = the input encoder; 1 for an analog-input
+    network, whose input layer emits no spikes but keeps window 0) fires in window ``l + 1``: a
+    spike at local time ``k`` is drawn at global step ``(l + 1) * T + k``. Each layer keeps at most
     ``max_neurons_per_layer`` neurons (``None``: all), chosen by ``select``: ``"spread"``
     (evenly spaced over the layer, representative), ``"first"`` (the first ones) or
     ``"firing"`` (neurons that spike first, then silent ones, in index order).
@@ -181,7 +183,9 @@ def raster_events(spike_times: Mapping[str, Tensor], T: int, sample: int = 0,
         raise ConfigError("no spike times to plot (is this a ReLU network?)")
     layers, steps, rows, owner = [], [], [], []
     offset = 0
-    for index, (name, times) in enumerate(spike_times.items()):
+    if isinstance(first_layer, bool) or not isinstance(first_layer, int) or first_layer < 0:
+        raise ConfigError(f"first_layer must be an integer >= 0, got {first_layer!r}")
+    for index, (name, times) in enumerate(spike_times.items(), start=first_layer):
         times = torch.as_tensor(times)
         if times.dim() < 1 or not -times.shape[0] <= sample < times.shape[0]:
             raise ConfigError(f"sample {sample} is out of range: layer {name!r} holds "
@@ -208,12 +212,13 @@ def raster_events(spike_times: Mapping[str, Tensor], T: int, sample: int = 0,
                        "spikes": int(fired.sum()), "offset": offset})
         offset += shown
     return {"layers": layers, "steps": steps, "rows": rows, "layer": owner,
-            "total_steps": (len(layers) + 1) * T}
+            "total_steps": (first_layer + len(layers) + 1) * T}
 
 
 def spike_raster(spike_times, T: int | None = None, sample: int = 0,
                  max_neurons_per_layer: int | None = 100, select: str = "spread", *,
-                 title: str | None = None, ax=None, path: str | Path | None = None):
+                 first_layer: int = 0, title: str | None = None, ax=None,
+                 path: str | Path | None = None):
     """Raster of one sample's first spikes across all spiking layers, over global time.
 
     ``spike_times``: ``{layer name: (N, …) spike times}`` with ``T`` meaning no spike, in layer
@@ -221,14 +226,14 @@ def spike_raster(spike_times, T: int | None = None, sample: int = 0,
     :func:`ttfs_plugin.simulation.surrogate_spike_times` — or a ``SimulationResult`` itself
     (then ``T`` defaults to its own). Neurons are stacked on the y axis by layer; dotted
     vertical lines mark the window boundaries ``w * T``. See :func:`raster_events` for the
-    neuron selection.
+    neuron selection and ``first_layer`` (1 for an analog-input network).
     """
     if hasattr(spike_times, "spike_times") and hasattr(spike_times, "T"):  # SimulationResult
         T = spike_times.T if T is None else T
         spike_times = spike_times.spike_times
     if T is None:
         raise ConfigError("spike_raster needs the window length T (e.g. network.config.T)")
-    events = raster_events(spike_times, T, sample, max_neurons_per_layer, select)
+    events = raster_events(spike_times, T, sample, max_neurons_per_layer, select, first_layer)
     layers = events["layers"]
     fig, ax = _figure_for(ax, figsize=(9, 1.5 + 0.45 * len(layers)))
     colours = [_layer_colour(i) for i in events["layer"]]

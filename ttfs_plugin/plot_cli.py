@@ -217,7 +217,10 @@ def run_plot(args: argparse.Namespace) -> int:
 
     one = x[args.sample:][:1]
     times, source = _raster_times(network, one, args.backend)
-    save(plot.spike_raster(times, network.config.T, 0, args.max_neurons, title=(
+    # an analog-input network's first spiking layer is layer 1 (the relay keeps window 0)
+    first_layer = 1 if network.config.input_mode == "analog" else 0
+    save(plot.spike_raster(times, network.config.T, 0, args.max_neurons, first_layer=first_layer,
+                           title=(
         f"first spikes of {args.split} sample {args.sample} (label {int(y[args.sample])}), "
         f"{source}")), "spike_raster")
     print(f"wrote {len(written)} figures to {out}")
