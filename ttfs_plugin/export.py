@@ -275,7 +275,7 @@ class _Planner:
         self.layer = 0
         # td = 0: the synapse weighs the relayed image by kappa(0) = exp(0) = 1, exactly
         self.kernel = TemporalKernel(module.T, td=0.0, trainable=False).to(
-            module.dtype_probe.dtype)
+            module.dtype_probe)  # the network's dtype and device
         self.stages.append(NeuronStage(name, 0, self.kernel, "analog", relay=True))
 
     def weight_op(self, name: str, module: nn.Conv2d | nn.Linear) -> None:
