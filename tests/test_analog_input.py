@@ -143,3 +143,40 @@ def test_the_cli_trains_reports_and_exports_an_analog_network(tmp_path, capsys):
     relays = [n for n in tnir.read(tmp_path / "net.nir").nodes.values()
               if (n.metadata or {}).get("ttfs.relay")]
     assert len(relays) == 1
+
+
+def test_freezing_the_input_kernel_skips_the_first_op_s_input_gradient():
+    from ttfs_plugin.models import NetworkConfig  # noqa: F401  (config field under test)
+
+    torch.manual_seed(0)
+    net = small_cnn(channels=(4, 8), hidden=16, freeze_input_kernel=True)
+    x = torch.rand(4, 1, 28, 28)
+    encoded = net.input(x)
+    assert not encoded.requires_grad  # so conv1 computes no input gradient
+    net(x).sum().backward()
+    assert net.input.kernel.tau.grad is None and net.input.kernel.td.grad is None
+    assert net.ttfs1.kernel.tau.grad is not None and net.conv1.weight.grad is not None
+    trainable = small_cnn(channels=(4, 8), hidden=16)
+    assert trainable.input(x).requires_grad
+    with pytest.raises(ConfigError, match="contradict"):
+        mlp(input_mode="analog", freeze_input_kernel=True)
+
+
+def test_a_frozen_input_kernel_stays_at_its_initial_values_through_training(tmp_path, capsys):
+    pytest.importorskip("sklearn")
+    from ttfs_plugin.checkpoint import load_checkpoint
+    from ttfs_plugin.cli import main
+
+    out = tmp_path / "run"
+    assert main(["train", "--dataset", "digits", "--epochs", "1", "--reg-start", "0",
+                 "--lambda-tr", "1e-2", "--freeze-input-kernel", "--out", str(out),
+                 "--quiet"]) == 0
+    network, _ = load_checkpoint(out)
+    enc = network.input.kernel
+    assert not enc.tau.requires_grad
+    assert enc.tau.item() == enc.tau0.item() and enc.td.item() == enc.td0.item()
+    assert network.ttfs1.kernel.tau.item() != network.ttfs1.kernel.tau0.item()
+    capsys.readouterr()
+    assert main(["train", "--dataset", "digits", "--epochs", "1", "--activation", "relu",
+                 "--freeze-input-kernel", "--out", str(tmp_path / "relu")]) == 2
+    assert "relu has no kernel" in capsys.readouterr().err

@@ -146,7 +146,7 @@ def _json_meta(meta: dict) -> dict:
 
 
 #: Settings that make no sense for a ReLU run (it has no kernel, no spikes).
-SPIKING_ONLY = ("lambda_tr", "lambda_tb", "sr_target")
+SPIKING_ONLY = ("lambda_tr", "lambda_tb", "sr_target", "freeze_input_kernel")
 
 
 def _new_run_setup(settings: dict, out: Path, ctx):
@@ -179,7 +179,8 @@ def _new_run_setup(settings: dict, out: Path, ctx):
                         activation=model.activation, T=model.T, tau0=model.tau0,
                         td0=model.initial_td(preset), theta0=model.theta0,
                         grad_mode=model.grad_mode, quantizer=model.quantizer,
-                        input_mode=model.input_mode, **model_kw)
+                        input_mode=model.input_mode,
+                        freeze_input_kernel=model.freeze_input_kernel, **model_kw)
     if ctx.is_main and settings["overwrite"]:
         RunDirectory(out, tensorboard=False).clear()
     ctx.barrier()

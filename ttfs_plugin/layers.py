@@ -156,6 +156,9 @@ class InputEncoder(TTFSActivation):
 
     Checks what it is given (:func:`check_input`): shape ``(N, *sample_shape)``, a float tensor
     of the encoder's dtype (bool is read as 0/1), finite values in ``[0, 1]``.
+    ``frozen_kernel=True`` keeps its ``tau``, ``td`` at their initial values (``requires_grad``
+    off): nothing before the first weight op then needs a gradient, so autograd skips that
+    op's input gradient (a cheaper step).
     """
 
     relaxable = False
@@ -164,9 +167,11 @@ class InputEncoder(TTFSActivation):
     def __init__(self, sample_shape: tuple[int, ...], T: int = DEFAULT_KERNEL.T,
                  tau: float = DEFAULT_KERNEL.tau0, td: float = DEFAULT_KERNEL.td0,
                  theta0: float = DEFAULT_KERNEL.theta0, grad_mode: str = "ste",
-                 quantizer: str = DEFAULT_QUANTIZER) -> None:
+                 quantizer: str = DEFAULT_QUANTIZER, frozen_kernel: bool = False) -> None:
         super().__init__(T, tau, td, theta0, grad_mode, quantizer)
         self.sample_shape = tuple(int(s) for s in sample_shape)
+        if frozen_kernel:
+            self.kernel.requires_grad_(False)
 
     def forward(self, x: Tensor) -> Tensor:
         return super().forward(check_input(x, self.sample_shape, self.kernel.tau.dtype))

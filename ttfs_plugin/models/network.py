@@ -74,7 +74,7 @@ def build_network(config: NetworkConfig) -> TTFSNetwork:
 def _input_layer(cfg: NetworkConfig, kernel_kw: dict[str, Any]) -> nn.Module:
     if cfg.input_mode == "analog":
         return AnalogInput(cfg.in_shape, cfg.T)
-    return InputEncoder(cfg.in_shape, **kernel_kw)
+    return InputEncoder(cfg.in_shape, **kernel_kw, frozen_kernel=cfg.freeze_input_kernel)
 
 
 def _build_layers(cfg: NetworkConfig) -> list[tuple[str, nn.Module]]:

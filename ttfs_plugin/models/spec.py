@@ -78,7 +78,8 @@ class Dropout:
 
 #: What a config written before a setting existed means by its absence (``"quantizer"``: every
 #: earlier network used the first crossing; ``"input_mode"``: every one encoded its input).
-SETTINGS_BEFORE_THEY_EXISTED = {"quantizer": "ceil", "input_mode": "encode"}
+SETTINGS_BEFORE_THEY_EXISTED = {"quantizer": "ceil", "input_mode": "encode",
+                                "freeze_input_kernel": False}
 
 LayerEntry = Union[Conv, Dense, MaxPool, AvgPool, Flatten, Dropout]
 LAYER_TYPES = {cls.__name__: cls for cls in (Conv, Dense, MaxPool, AvgPool, Flatten, Dropout)}
@@ -101,6 +102,7 @@ class NetworkConfig:
     grad_mode: str = "ste"
     quantizer: str = DEFAULT_QUANTIZER
     input_mode: str = "encode"  # or "analog": see layers.NETWORK_INPUT_MODES
+    freeze_input_kernel: bool = False  # the input encoder's tau, td not trained
     extra: dict = field(default_factory=dict)  # builder arguments (e.g. width), for the record
 
     def __post_init__(self) -> None:
@@ -113,6 +115,9 @@ class NetworkConfig:
         check_grad_mode(self.grad_mode)
         check_quantizer(self.quantizer)
         check_network_input_mode(self.input_mode)
+        if self.freeze_input_kernel and self.input_mode == "analog":
+            raise ConfigError("freeze_input_kernel and input_mode='analog' contradict each other: "
+                              "an analog input layer has no kernel to freeze; drop one")
         if self.activation not in ACTIVATIONS:
             raise ConfigError(f"activation must be one of {ACTIVATIONS}, got {self.activation!r}")
         if len(self.in_shape) != 3 or min(self.in_shape) < 1:

@@ -151,6 +151,9 @@ class ModelSettings:
     input_mode: str = setting("encode", "how the image reaches the first weight op: encode "
                               "(input-encoder spikes, counted) or analog (the image itself, "
                               "the authors' runs; no input spikes)", choices=NETWORK_INPUT_MODES)
+    freeze_input_kernel: bool = setting(False, "keep the input encoder's tau, td at their "
+                                        "initial values (a cheaper step: the first weight op "
+                                        "needs no input gradient)")
     width: float | None = setting(None, "vgg16 width multiplier")
     pool: str | None = setting(None, "pooling of cnn and vgg16", choices=POOLS)
     dropout: bool = setting(False, "vgg16: the authors' dropout (0.3/0.4 after 8 convs, 0.5 "
