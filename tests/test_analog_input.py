@@ -180,3 +180,38 @@ def test_a_frozen_input_kernel_stays_at_its_initial_values_through_training(tmp_
     assert main(["train", "--dataset", "digits", "--epochs", "1", "--activation", "relu",
                  "--freeze-input-kernel", "--out", str(tmp_path / "relu")]) == 2
     assert "relu has no kernel" in capsys.readouterr().err
+
+
+def test_analog_networks_in_the_frameworks_own_idioms():
+    """A snnTorch user's hand-written loop with ``snntorch.utils.reset`` between batches, and a
+    Norse user's loop over ``SequentialState`` with ``state=None``: the surrogate's logits."""
+    pytest.importorskip("snntorch")
+    pytest.importorskip("norse")
+    import snntorch.utils
+
+    from ttfs_plugin import norse as tnorse
+    from ttfs_plugin import snntorch as tsnn
+
+    torch.manual_seed(0)
+    model = randomise_batch_norm(mlp(input_mode="analog")).double()
+    batches = [torch.rand(6, 1, 8, 8, dtype=torch.float64, generator=torch.Generator()
+                          .manual_seed(s)) for s in (1, 2)]
+    expected = [model(x).detach() for x in batches]
+
+    net = tsnn.to_snntorch(model)
+    steps = tsnn.num_steps(net)
+    for x, want in zip(batches, expected):
+        out = None
+        for step in range(steps):
+            out = net(x if step == 0 else torch.zeros_like(x))
+        torch.testing.assert_close(out, want, atol=1e-9, rtol=0)
+        snntorch.utils.reset(net)
+
+    cells = tnorse.to_norse(model)
+    for x, want in zip(batches, expected):
+        state = None
+        for step in range(tnorse.num_steps(cells)):
+            out, state = cells(x if step == 0 else torch.zeros_like(x), state)
+        torch.testing.assert_close(out, want, atol=1e-9, rtol=0)
+    with pytest.raises(InputShapeError, match=r"\[0, 1\]"):
+        net(batches[0] * 3)  # the relay checks its input as the encoder does

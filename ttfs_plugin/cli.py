@@ -176,11 +176,7 @@ def _new_run_setup(settings: dict, out: Path, ctx):
         model_kw["dropout"] = True
     seed_everything(cfg.seed)  # weight initialisation is part of a reproducible run
     network = get_model(model_name, num_classes=data.num_classes, in_shape=data.in_shape,
-                        activation=model.activation, T=model.T, tau0=model.tau0,
-                        td0=model.initial_td(preset), theta0=model.theta0,
-                        grad_mode=model.grad_mode, quantizer=model.quantizer,
-                        input_mode=model.input_mode,
-                        freeze_input_kernel=model.freeze_input_kernel, **model_kw)
+                        **model.network_kwargs(preset), **model_kw)
     if ctx.is_main and settings["overwrite"]:
         RunDirectory(out, tensorboard=False).clear()
     ctx.barrier()

@@ -178,6 +178,15 @@ class ModelSettings:
         return td_for_x_max(self.x_max0 if self.x_max0 is not None else preset.x_max0,
                             self.tau0)
 
+    #: The fields every builder takes as they are (the network's kernel and input settings).
+    NETWORK_FIELDS = ("activation", "T", "tau0", "theta0", "grad_mode", "quantizer",
+                      "input_mode", "freeze_input_kernel")
+
+    def network_kwargs(self, preset: Preset) -> dict[str, Any]:
+        """The builder keywords these settings give (``td0`` resolved with ``preset``)."""
+        return {**{name: getattr(self, name) for name in self.NETWORK_FIELDS},
+                "td0": self.initial_td(preset)}
+
 
 @dataclass(frozen=True)
 class Preset:
