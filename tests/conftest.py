@@ -17,16 +17,20 @@ def _seed():
 
 
 @pytest.fixture(autouse=True, scope="session")
-def _event_cache_in_a_temp_dir(tmp_path_factory):
-    """Event-frame caches of the whole run (subprocesses and notebooks included) go to a temp
-    folder, never into the user's ~/.cache (a test that needs its own sets TTFS_CACHE_DIR)."""
-    before = os.environ.get("TTFS_CACHE_DIR")
-    os.environ["TTFS_CACHE_DIR"] = str(tmp_path_factory.mktemp("event_cache"))
+def _caches_in_a_temp_dir(tmp_path_factory):
+    """Event-frame caches and the built CPU kernel of the whole run (subprocesses and notebooks
+    included) go to temp folders, never into the user's ~/.cache (a test that needs its own sets
+    TTFS_CACHE_DIR / TTFS_KERNEL_DIR)."""
+    names = {"TTFS_CACHE_DIR": "event_cache", "TTFS_KERNEL_DIR": "kernels"}
+    before = {name: os.environ.get(name) for name in names}
+    for name, folder in names.items():
+        os.environ[name] = str(tmp_path_factory.mktemp(folder))
     yield
-    if before is None:
-        os.environ.pop("TTFS_CACHE_DIR", None)
-    else:
-        os.environ["TTFS_CACHE_DIR"] = before
+    for name, value in before.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
 
 
 @pytest.fixture(scope="session")

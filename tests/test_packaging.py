@@ -163,6 +163,7 @@ def test_the_sdist_can_run_its_tests_and_build_its_docs(built):
     names = set(built["sdist"])
     for must in ("tests/conftest.py", "tests/_data_helpers.py", "tests/test_packaging.py",
                  "ttfs_plugin/py.typed", "ttfs_plugin/configs/__init__.py", "MANIFEST.in",
+                 "ttfs_plugin/ops/ttfs_activation.c",
                  "LICENSE", "CHANGELOG.md", "mkdocs.yml", "requirements-pinned.txt",
                  "docs/installation.md", "examples/01_quickstart.ipynb", "benchmarks/run.py",
                  *(f"ttfs_plugin/configs/{name}.toml" for name in BUNDLED)):
@@ -175,6 +176,7 @@ def test_the_sdist_can_run_its_tests_and_build_its_docs(built):
 def test_the_wheel_is_the_package_with_its_data_and_no_tests(built):
     names = built["wheel"]
     assert "ttfs_plugin/py.typed" in names
+    assert "ttfs_plugin/ops/ttfs_activation.c" in names  # compiled at first use
     for name in BUNDLED:
         assert f"ttfs_plugin/configs/{name}.toml" in names
     assert not [n for n in names if not n.startswith(("ttfs_plugin/", "ttfs_plugin-"))]

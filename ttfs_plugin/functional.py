@@ -13,13 +13,12 @@ import math
 import torch
 from torch import Tensor
 
+from . import ops
 from .errors import ConfigError, unknown_name
 from .kernel import (
     DEFAULT_QUANTIZER,
     check_quantizer,
     check_window,
-    decode,
-    encode,
     kernel_table,
     threshold_table,
 )
@@ -32,16 +31,12 @@ SPIKE_PROXY_MODES = ("exact", "taylor", "authors")
 TB_WEIGHTINGS = ("auto", "neuron", "channel")
 
 
-def _spike_time_dtype(T: int) -> torch.dtype:
-    # Spike times are saved for backward; a byte per neuron suffices for the usual windows.
-    return torch.uint8 if T < 256 else torch.int32
-
-
 class _TTFSActivation(torch.autograd.Function):
     """``x = kappa(t(z))`` forward; SPEC §4 gradients for ``z``, ``tau`` and ``td`` backward.
 
-    The backward pass is written as a few fused reductions rather than per-element formulas:
-    with ``gx = g * x`` (zero for pruned neurons, since ``x = 0`` there),
+    Both directions are one custom op each (:mod:`ttfs_plugin.ops`: fused CPU / CUDA kernels,
+    or the PyTorch reference). Saved for backward: ``z`` (``"ste"`` only), a uint8 ``t`` and the
+    tiny tables. With ``gx = g * x`` (zero for pruned neurons):
 
     * ``"ste"``: ``dL/dz = gx / z`` (quantized), ``dL/dtd = sum_clipped gx / tau``,
       ``dL/dtau = [sum_q gx (t - td + tau ln(z/theta0)) - td sum_c gx] / tau^2``;
@@ -53,50 +48,22 @@ class _TTFSActivation(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, z, tau, td, thresholds, kernel, T, theta0, grad_mode):
-        t = encode(z, thresholds)
-        x = decode(t, kernel.to(z.dtype))
-        ctx.save_for_backward(z, x, t.to(_spike_time_dtype(T)), tau, td)
-        ctx.T, ctx.theta0, ctx.grad_mode = T, theta0, grad_mode
+        padded = torch.cat([kernel.to(z.dtype), kernel.new_zeros(1, dtype=z.dtype)])
+        x, t = ops.ttfs_forward(z, thresholds.to(z.dtype), padded)
+        ste = grad_mode == "ste"
+        ctx.save_for_backward(z if ste else None, t, padded, tau, td)
+        ctx.theta0, ctx.ste = theta0, ste
         return x
 
     @staticmethod
     def backward(ctx, grad_x):
-        z, x, t_small, tau, td = ctx.saved_tensors
-        T, theta0 = ctx.T, ctx.theta0
-        tau_z, td_z = tau.to(z.dtype), td.to(z.dtype)
-        # quantized <=> 1 <= t <= T-1 (one unsigned comparison: t-1 wraps to the max for t=0)
-        quantized = (t_small - 1) < (T - 1) if t_small.dtype == torch.uint8 else (
-            (t_small > 0) & (t_small < T))
-        gx = grad_x * x  # zero for pruned neurons
+        z, t, padded, tau, td = ctx.saved_tensors
         need_z, need_tau, need_td = ctx.needs_input_grad[:3]
-        grad_z = grad_tau = grad_td = None
-
-        if ctx.grad_mode == "decode":
-            if need_z:
-                grad_z = grad_x * quantized.to(z.dtype) / theta0
-            sum_gx = gx.sum()
-            if need_tau:
-                sum_gx_t = torch.dot(gx.flatten(), t_small.flatten().to(z.dtype))
-                grad_tau = (sum_gx_t - td_z * sum_gx) / tau_z**2
-            if need_td:
-                grad_td = sum_gx / tau_z
-        else:  # "ste"
-            zero = z.new_zeros(())
-            if need_z:
-                grad_z = torch.where(quantized, gx / z, zero)
-            if need_tau or need_td:
-                gx_q = torch.where(quantized, gx, zero)
-                sum_gx_clipped = gx.sum() - gx_q.sum()  # pruned neurons have gx = 0
-                grad_td = sum_gx_clipped / tau_z
-                # ln(z/theta0) only where quantized (z > 0 there); 0 elsewhere
-                log_z = torch.log(torch.where(quantized, z, z.new_tensor(theta0)) / theta0)
-                t_minus_td = t_small.to(z.dtype) - td_z
-                sum_q = torch.dot(gx_q.flatten(), (t_minus_td + tau_z * log_z).flatten())
-                grad_tau = (sum_q - td_z * sum_gx_clipped) / tau_z**2
-
-        grad_tau = grad_tau.to(tau.dtype) if need_tau else None
-        grad_td = grad_td.to(td.dtype) if need_td else None
-        return grad_z, grad_tau, grad_td, None, None, None, None, None
+        grad_z, sums = ops.ttfs_backward(grad_x.contiguous(), z, t, padded, ctx.theta0,
+                                         ctx.ste, need_z)
+        grad_tau, grad_td = ops.kernel_gradients(sums, tau, td, ctx.ste)
+        return (grad_z.view_as(grad_x) if need_z else None, grad_tau if need_tau else None,
+                grad_td if need_td else None, None, None, None, None, None)
 
 
 def check_grad_mode(grad_mode: str) -> str:

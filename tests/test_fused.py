@@ -1,0 +1,208 @@
+"""The fused TTFS activation (``ttfs_plugin.ops``) against the PyTorch reference (issue 13,
+item 1): spike times and ``x`` bit-exact, ``dL/dz`` bit-exact, kernel gradients within 1e-6
+relative; at most ``z`` and a uint8 ``t`` saved for backward; a clean fall-back."""
+
+import os
+import subprocess
+import sys
+import warnings
+
+import pytest
+import torch
+
+from ttfs_plugin import functional as F
+from ttfs_plugin import ops
+from ttfs_plugin.kernel import QUANTIZERS, kernel_table, threshold_table
+from ttfs_plugin.ops import cpu
+
+DTYPES = (torch.float32, torch.float64)
+
+
+def activation(z, backend, T, grad_mode="ste", quantizer="ceil", tau=7.3, td=0.4, theta0=0.9,
+               seed=0):
+    """``(x, dL/dz, dL/dtau, dL/dtd)`` through one backend."""
+    z = z.detach().clone().requires_grad_()
+    tau_t = torch.tensor(tau, requires_grad=True)
+    td_t = torch.tensor(td, requires_grad=True)
+    with ops.use_backend(backend):
+        x = F.ttfs_activation(z, tau_t, td_t, T, theta0, grad_mode, quantizer)
+        g = torch.randn(x.shape, dtype=x.dtype, generator=torch.Generator().manual_seed(seed))
+        grads = torch.autograd.grad(x, (z, tau_t, td_t), g)
+    return (x.detach(), *grads)
+
+
+def inputs(T, dtype, quantizer="ceil", tau=7.3, td=0.4, theta0=0.9, n=20_000):
+    """Random values in every region, every threshold exactly and one ulp either side, NaN and
+    the infinities, zero and negatives (an odd count, so the vector loops leave a tail)."""
+    gen = torch.Generator().manual_seed(T)
+    thr = threshold_table(torch.tensor(tau), torch.tensor(td), T, theta0, quantizer).to(dtype)
+    top = float(thr[0]) * 1.5
+    z = torch.rand(n, generator=gen, dtype=dtype) * (top + 0.2) - 0.2
+    special = torch.tensor([float("nan"), float("inf"), -float("inf"), 0.0, -0.0, 1e-45],
+                           dtype=dtype)
+    return torch.cat([z, thr, torch.nextafter(thr, torch.zeros_like(thr)),
+                      torch.nextafter(thr, torch.full_like(thr, 10.0)), special])
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _fused_kernel_is_built():
+    if cpu.library() is None:
+        pytest.fail(f"the fused CPU kernel did not build here: {cpu.failure()}")
+
+
+def assert_matches(fused, reference):
+    x_f, dz_f, dtau_f, dtd_f = fused
+    x_r, dz_r, dtau_r, dtd_r = reference
+    assert torch.equal(x_f, x_r)
+    assert torch.equal(dz_f, dz_r)
+    for got, want in ((dtau_f, dtau_r), (dtd_f, dtd_r)):
+        torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("quantizer", QUANTIZERS)
+@pytest.mark.parametrize("grad_mode", F.GRAD_MODES)
+@pytest.mark.parametrize("T", [2, 7, 32, 64, 65, 255, 256, 300])
+def test_fused_equals_the_reference(T, grad_mode, quantizer, dtype):
+    z = inputs(T, dtype, quantizer)
+    assert_matches(activation(z, "fused", T, grad_mode, quantizer),
+                   activation(z, "reference", T, grad_mode, quantizer))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_spike_times_equal_the_reference_for_every_window_up_to_255_and_beyond(dtype):
+    for T in [*range(2, 257), 511, 1000]:
+        thr = threshold_table(torch.tensor(3.0), torch.tensor(0.5), T, 1.0).to(dtype)
+        kern = torch.cat([kernel_table(torch.tensor(3.0), torch.tensor(0.5), T).to(dtype),
+                          torch.zeros(1, dtype=dtype)])
+        z = torch.cat([torch.rand(257, dtype=dtype) * 6 - 1, thr,
+                       torch.tensor([float("nan"), float("inf")], dtype=dtype)])
+        x_r, t_r = ops.reference.forward(z, thr, kern)
+        x_f, t_f = cpu.forward(z, thr, kern)
+        assert t_f.dtype == t_r.dtype == ops.spike_time_dtype(T)
+        assert torch.equal(t_f, t_r), T
+        assert torch.equal(x_f, x_r), T
+
+
+def test_kernel_gradients_do_not_depend_on_the_thread_count():
+    z = torch.rand(300_000) * 2
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = activation(z, "fused", 32)
+        torch.set_num_threads(2)
+        two = activation(z, "fused", 32)
+    finally:
+        torch.set_num_threads(before)
+    for a, b in zip(one, two):
+        assert torch.equal(a, b)
+
+
+def test_a_shaped_non_contiguous_input_keeps_its_shape():
+    z = (torch.rand(4, 6, 5) * 2).transpose(0, 2)
+    fused = activation(z, "fused", 16)
+    reference = activation(z, "reference", 16)
+    assert fused[0].shape == fused[1].shape == z.shape
+    assert_matches(fused, reference)
+
+
+@pytest.mark.parametrize("grad_mode", F.GRAD_MODES)
+def test_saved_for_backward_is_at_most_z_and_a_byte_per_neuron(grad_mode):
+    z = (torch.rand(64, 1000) * 2).requires_grad_()
+    saved = []
+
+    def pack(tensor):
+        saved.append(tensor)
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        F.ttfs_activation(z, torch.tensor(7.0, requires_grad=True),
+                          torch.tensor(0.0, requires_grad=True), 32, 1.0, grad_mode)
+    big = [t for t in saved if t.numel() >= z.numel()]
+    small = [t for t in saved if t.numel() < z.numel()]
+    assert sum(t.numel() for t in small) < 100  # the tables and the two kernel parameters
+    expected = [torch.float32, torch.uint8] if grad_mode == "ste" else [torch.uint8]
+    assert sorted((t.dtype for t in big), key=str) == expected  # z (ste only) and t
+    assert sum(t.numel() * t.element_size() for t in big) <= \
+        z.numel() * (1 + (z.element_size() if grad_mode == "ste" else 0))
+
+
+def test_half_precision_inputs_run_in_float32_through_the_fused_kernel():
+    z = torch.rand(1000) * 2
+    fused = activation(z.bfloat16(), "fused", 32)
+    reference = activation(z.bfloat16(), "reference", 32)
+    assert fused[0].dtype == torch.float32
+    assert_matches(fused, reference)
+
+
+def test_the_reference_is_chosen_by_environment_variable(monkeypatch):
+    z = torch.rand(10)
+    assert ops.backend_for(z) == "cpu"
+    monkeypatch.setenv(ops.FUSED_ENV, "0")
+    assert ops.backend_for(z) == "reference"
+    with ops.use_backend("fused"):  # an explicit choice beats the environment
+        assert ops.backend_for(z) == "cpu"
+    with pytest.raises(ValueError, match="unknown TTFS activation backend"):
+        with ops.use_backend("gpu"):
+            pass
+
+
+def test_without_a_compiler_it_warns_once_and_runs_the_reference(monkeypatch, tmp_path):
+    monkeypatch.setenv(cpu.KERNEL_DIR_ENV, str(tmp_path))  # nothing built there
+    monkeypatch.setattr(cpu, "_compiler", lambda: None)
+    monkeypatch.setattr(cpu, "_tried", False)
+    monkeypatch.setattr(cpu, "_library", None)
+    monkeypatch.setattr(cpu, "_failure", None)
+    z = torch.rand(1000) * 2
+    with pytest.warns(RuntimeWarning, match="no C compiler found.*PyTorch reference"):
+        assert ops.backend_for(z) == "reference"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # said once, not at every call
+        got = activation(z, "fused", 32)
+    assert_matches(got, activation(z, "reference", 32))
+    assert "no C compiler" in cpu.failure()
+
+
+def test_a_failed_build_leaves_no_file_behind(monkeypatch, tmp_path):
+    broken = tmp_path / "broken.c"
+    broken.write_text("this is not C\n")
+    monkeypatch.setenv(cpu.KERNEL_DIR_ENV, str(tmp_path / "kernels"))
+    monkeypatch.setattr(cpu, "SOURCE", broken)
+    with pytest.raises(RuntimeError, match="failed"):
+        cpu._build()
+    assert list((tmp_path / "kernels").iterdir()) == []
+
+
+TRITON_CHECK = r"""
+import torch
+from ttfs_plugin import ops
+from ttfs_plugin.ops import cuda, reference
+from ttfs_plugin.kernel import kernel_table, threshold_table
+for dtype in (torch.float32, torch.float64):
+    for T, quantizer in ((32, "ceil"), (17, "round"), (300, "ceil")):
+        tau, td = torch.tensor(6.0), torch.tensor(0.3)
+        thr = threshold_table(tau, td, T, 0.9, quantizer).to(dtype)
+        kern = torch.cat([kernel_table(tau, td, T).to(dtype), torch.zeros(1, dtype=dtype)])
+        z = torch.cat([torch.rand(3001, dtype=dtype) * 2 - 0.2, thr,
+                       torch.tensor([float("nan"), float("inf"), -float("inf")], dtype=dtype)])
+        x_r, t_r = reference.forward(z, thr, kern)
+        x_c, t_c = cuda.forward(z, thr, kern)
+        assert torch.equal(t_c, t_r) and torch.equal(x_c, x_r), (dtype, T)
+        g = torch.randn(z.shape, dtype=dtype)
+        for ste in (True, False):
+            gz_r, s_r = reference.backward(g, z, t_r, kern, 0.9, ste, True)
+            gz_c, s_c = cuda.backward(g, z, t_r, kern, 0.9, ste, True)
+            assert torch.equal(gz_c, gz_r), (dtype, T, ste)
+            torch.testing.assert_close(s_c, s_r, rtol=1e-9, atol=1e-9)
+print("triton kernels match")
+"""
+
+
+@pytest.mark.skipif(not ops.cuda.available(), reason="Triton is not installed")
+def test_the_triton_kernels_match_the_reference_in_the_interpreter():
+    # No GPU here: Triton's interpreter runs the CUDA kernels on CPU tensors, op for op.
+    env = dict(os.environ, TRITON_INTERPRET="1")
+    done = subprocess.run([sys.executable, "-c", TRITON_CHECK], capture_output=True, text=True,
+                          env=env, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "triton kernels match" in done.stdout

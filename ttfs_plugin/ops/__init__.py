@@ -1,0 +1,113 @@
+"""The TTFS activation as ``torch.library`` custom ops, with fused CPU and CUDA kernels.
+
+``torch.ops.ttfs_plugin.ttfs_forward(z, thresholds, kernel) -> (x, t)`` and
+``torch.ops.ttfs_plugin.ttfs_backward(grad_x, z, t, kernel, theta0, ste, need_z) -> (dL/dz,
+sums)`` take the threshold and (zero-padded) kernel tables as inputs, so they serve every
+quantizer and both gradient modes (SPEC §3–4); :func:`kernel_gradients` turns the sums into
+``dL/dtau`` and ``dL/dtd``. They are opaque to ``torch.compile`` (fake kernels give the shapes).
+
+Which kernel runs (:func:`backend_for`): the fused C kernel on CPU (built at first use,
+:mod:`.cpu`), the Triton kernel on CUDA (:mod:`.cuda`), the PyTorch reference otherwise, or
+everywhere with ``TTFS_FUSED=0`` / :func:`use_backend` ``("reference")``. Spike times and ``x``
+are bit-exact between them; the kernel gradients' sums are float64 in the fused kernels.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+
+import torch
+from torch import Tensor
+
+from . import cpu, cuda, reference
+from .reference import spike_time_dtype, sums_dtype
+
+__all__ = ["BACKENDS", "backend_for", "kernel_gradients", "spike_time_dtype", "ttfs_backward",
+           "ttfs_forward", "use_backend"]
+
+#: ``fused`` (a fused kernel where the device has one, else the reference) or ``reference``.
+BACKENDS = ("fused", "reference")
+#: Environment variable: ``0`` makes the PyTorch reference the default everywhere.
+FUSED_ENV = "TTFS_FUSED"
+
+_choice: str | None = None
+
+
+def _preferred() -> str:
+    if _choice is not None:
+        return _choice
+    return "reference" if os.environ.get(FUSED_ENV, "1").strip() in ("0", "false", "no") \
+        else "fused"
+
+
+@contextlib.contextmanager
+def use_backend(name: str) -> Iterator[None]:
+    """Run the activation with ``name`` (one of :data:`BACKENDS`) inside the block."""
+    global _choice
+    if name not in BACKENDS:
+        raise ValueError(f"unknown TTFS activation backend {name!r}; use one of {list(BACKENDS)}")
+    previous, _choice = _choice, name
+    try:
+        yield
+    finally:
+        _choice = previous
+
+
+def backend_for(z: Tensor) -> str:
+    """The kernel the activation runs for ``z``: ``"cpu"``, ``"cuda"`` or ``"reference"``."""
+    if _preferred() == "reference":
+        return "reference"
+    if cpu.supports(z):
+        return "cpu"
+    if cuda.supports(z):
+        return "cuda"
+    return "reference"
+
+
+_IMPLEMENTATIONS = {"cpu": cpu, "cuda": cuda, "reference": reference}
+
+
+@torch.library.custom_op("ttfs_plugin::ttfs_forward", mutates_args=())
+def ttfs_forward(z: Tensor, thresholds: Tensor, kernel: Tensor) -> tuple[Tensor, Tensor]:
+    """Spike times ``t`` (uint8, int32 for ``T >= 256``) and values ``x = kernel[t]``."""
+    return _IMPLEMENTATIONS[backend_for(z)].forward(z, thresholds, kernel)
+
+
+@ttfs_forward.register_fake
+def _(z: Tensor, thresholds: Tensor, kernel: Tensor) -> tuple[Tensor, Tensor]:
+    return torch.empty_like(z), z.new_empty(z.shape, dtype=spike_time_dtype(thresholds.shape[0]))
+
+
+@torch.library.custom_op("ttfs_plugin::ttfs_backward", mutates_args=())
+def ttfs_backward(grad_x: Tensor, z: Tensor | None, t: Tensor, kernel: Tensor, theta0: float,
+                  ste: bool, need_z: bool) -> tuple[Tensor, Tensor]:
+    """``dL/dz`` (empty unless ``need_z``) and the four kernel-gradient sums."""
+    return _IMPLEMENTATIONS[backend_for(grad_x)].backward(grad_x, z, t, kernel, theta0, ste,
+                                                           need_z)
+
+
+@ttfs_backward.register_fake
+def _(grad_x, z, t, kernel, theta0, ste, need_z):
+    grad_z = torch.empty_like(grad_x) if need_z else grad_x.new_empty(0)
+    return grad_z, grad_x.new_empty(4, dtype=sums_dtype(grad_x.device))
+
+
+def kernel_gradients(sums: Tensor, tau: Tensor, td: Tensor, ste: bool) -> tuple[Tensor, Tensor]:
+    """``(dL/dtau, dL/dtd)`` from ``sums = [S, S_q, S_qt, S_qlog]`` (SPEC §4 summed over a layer):
+
+    * ste: ``dtd = S_c / tau``, ``dtau = (S_qt - td S_q + tau S_qlog - td S_c) / tau^2`` with
+      ``S_c = S - S_q`` (the clipped neurons);
+    * decode: ``dtd = S / tau``, ``dtau = (S_qt - td S) / tau^2``.
+    """
+    tau_s, td_s = tau.to(sums.dtype), td.to(sums.dtype)
+    s_all, s_q, s_qt, s_qlog = sums.unbind()
+    if ste:
+        s_clipped = s_all - s_q
+        grad_td = s_clipped / tau_s
+        grad_tau = (s_qt - td_s * s_q + tau_s * s_qlog - td_s * s_clipped) / tau_s**2
+    else:
+        grad_td = s_all / tau_s
+        grad_tau = (s_qt - td_s * s_all) / tau_s**2
+    return grad_tau.to(tau.dtype), grad_td.to(td.dtype)

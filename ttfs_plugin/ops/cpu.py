@@ -1,0 +1,180 @@
+"""The fused CPU kernel (``ttfs_activation.c``), built with the system C compiler at first use.
+
+A ``pip install`` needs no compiler: the C file (plain C99, no torch headers) is compiled once
+into ``$TTFS_KERNEL_DIR`` (default ``~/.cache/ttfs-plugin/kernels``), named by a hash of the
+source and the compiler command, and loaded with :mod:`ctypes`. With no compiler, or a failed
+build, :func:`library` returns ``None`` and the activation runs the PyTorch reference (one
+warning says why). Work is split over ``torch.get_num_threads()`` threads in whole blocks, and
+block sums are added in a fixed order, so results do not depend on the thread count.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+import threading
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from .reference import spike_time_dtype
+
+SOURCE = Path(__file__).with_name("ttfs_activation.c")
+#: Environment variable naming the folder built kernels are kept in.
+KERNEL_DIR_ENV = "TTFS_KERNEL_DIR"
+_FLAGS = ["-O3", "-std=c99", "-fPIC", "-shared", "-Wno-psabi"]
+
+_lock = threading.Lock()
+_library: ctypes.CDLL | None = None
+_tried = False
+_failure: str | None = None
+_pool: ThreadPoolExecutor | None = None
+
+_SUFFIX = {(torch.float32, torch.uint8): "f32_u8", (torch.float32, torch.int32): "f32_i32",
+           (torch.float64, torch.uint8): "f64_u8", (torch.float64, torch.int32): "f64_i32"}
+SUPPORTED_DTYPES = (torch.float32, torch.float64)
+
+
+def kernel_dir() -> Path:
+    """``$TTFS_KERNEL_DIR``, else ``$XDG_CACHE_HOME/ttfs-plugin/kernels`` (``~/.cache/...``)."""
+    explicit = os.environ.get(KERNEL_DIR_ENV)
+    if explicit:
+        return Path(explicit).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base).expanduser() / "ttfs-plugin" / "kernels"
+
+
+def _compiler() -> str | None:
+    for name in (os.environ.get("CC"), "cc", "gcc", "clang"):
+        if name and shutil.which(name):
+            return name
+    return None
+
+
+def _build() -> Path:
+    compiler = _compiler()
+    if compiler is None:
+        raise RuntimeError("no C compiler found (set $CC, or install gcc or clang)")
+    source = SOURCE.read_bytes()
+    key = hashlib.sha256(source + " ".join([compiler, *_FLAGS, platform.machine()]).encode())
+    target = kernel_dir() / f"ttfs_activation_{key.hexdigest()[:16]}.so"
+    if target.exists():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # Build beside the target and rename: a concurrent process never loads half a file.
+    fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
+    os.close(fd)
+    try:
+        done = subprocess.run([compiler, *_FLAGS, str(SOURCE), "-o", tmp, "-lm"],
+                              capture_output=True, text=True, timeout=120)
+        if done.returncode != 0:
+            raise RuntimeError(f"{compiler} failed: {done.stderr.strip()[-400:]}")
+        os.replace(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return target
+
+
+def _declare(lib: ctypes.CDLL) -> None:
+    p, i64, i32, f64 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int32, ctypes.c_double
+    for suffix in _SUFFIX.values():
+        getattr(lib, f"ttfs_forward_{suffix}").argtypes = [p, i64, i64, p, p, i32, p, p]
+        getattr(lib, f"ttfs_forward_{suffix}").restype = None
+        getattr(lib, f"ttfs_backward_{suffix}").argtypes = [p, p, p, i64, i64, p, i32, f64, i32,
+                                                            i32, p, p]
+        getattr(lib, f"ttfs_backward_{suffix}").restype = None
+    lib.ttfs_block_size.restype = i32
+
+
+def library() -> ctypes.CDLL | None:
+    """The loaded kernel library, building it on first call; ``None`` if it cannot be built."""
+    global _library, _tried, _failure
+    if _tried:
+        return _library
+    with _lock:
+        if not _tried:
+            try:
+                lib = ctypes.CDLL(str(_build()))
+                _declare(lib)
+                _library = lib
+            except (OSError, RuntimeError, subprocess.SubprocessError) as error:
+                _failure = str(error)
+                warnings.warn(f"ttfs_plugin: the fused CPU TTFS activation could not be built "
+                              f"({_failure}); using the PyTorch reference, which gives the same "
+                              f"results more slowly. Set TTFS_FUSED=0 to choose it silently.",
+                              RuntimeWarning, stacklevel=3)
+            _tried = True
+    return _library
+
+
+def failure() -> str | None:
+    """Why the library could not be built (``None``: it was, or was not tried yet)."""
+    return _failure
+
+
+def supports(z: Tensor) -> bool:
+    return z.device.type == "cpu" and z.dtype in SUPPORTED_DTYPES and library() is not None
+
+
+def _ranges(n: int, block: int) -> list[tuple[int, int]]:
+    """Whole blocks shared over the torch thread count (one range for small tensors)."""
+    blocks = -(-n // block)
+    threads = max(1, min(torch.get_num_threads(), blocks))
+    per = -(-blocks // threads)
+    return [(b * block, min(n, (b + per) * block)) for b in range(0, blocks, per)]
+
+
+def _run(calls) -> None:
+    global _pool
+    if len(calls) == 1:
+        calls[0]()
+        return
+    if _pool is None:
+        _pool = ThreadPoolExecutor(thread_name_prefix="ttfs-kernel")
+    for future in [_pool.submit(call) for call in calls]:
+        future.result()  # ctypes releases the GIL while each runs
+
+
+def forward(z: Tensor, thresholds: Tensor, kernel: Tensor) -> tuple[Tensor, Tensor]:
+    lib = library()
+    assert lib is not None
+    z = z.contiguous()
+    T = thresholds.numel()
+    x = torch.empty_like(z)
+    t = torch.empty(z.shape, dtype=spike_time_dtype(T))
+    thr, kern = thresholds.contiguous(), kernel.contiguous()
+    fn = getattr(lib, f"ttfs_forward_{_SUFFIX[(z.dtype, t.dtype)]}")
+    args = (z.data_ptr(), thr.data_ptr(), kern.data_ptr(), x.data_ptr(), t.data_ptr())
+    _run([lambda b=b, e=e: fn(args[0], b, e, args[1], args[2], T, args[3], args[4])
+          for b, e in _ranges(z.numel(), lib.ttfs_block_size())])
+    return x, t
+
+
+def backward(grad_x: Tensor, z: Tensor | None, t: Tensor, kernel: Tensor, theta0: float,
+             ste: bool, need_z: bool) -> tuple[Tensor, Tensor]:
+    lib = library()
+    assert lib is not None
+    g = grad_x.contiguous()
+    zc = z.contiguous() if z is not None else g  # decode mode never reads z
+    tc, kern = t.contiguous(), kernel.contiguous()
+    block = lib.ttfs_block_size()
+    n = g.numel()
+    grad_z = torch.empty_like(g) if need_z else g.new_empty(0)
+    block_sums = torch.zeros(max(1, -(-n // block)), 4, dtype=torch.float64)
+    fn = getattr(lib, f"ttfs_backward_{_SUFFIX[(g.dtype, tc.dtype)]}")
+    ptrs = (g.data_ptr(), zc.data_ptr(), tc.data_ptr(), kern.data_ptr(),
+            grad_z.data_ptr() if need_z else None, block_sums.data_ptr())
+    T = kern.numel() - 1
+    _run([lambda b=b, e=e: fn(ptrs[0], ptrs[1], ptrs[2], b, e, ptrs[3], T, float(theta0),
+                              int(ste), int(need_z), ptrs[4], ptrs[5])
+          for b, e in _ranges(n, block)])
+    return grad_z, block_sums.sum(0)

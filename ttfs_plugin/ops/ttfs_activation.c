@@ -1,0 +1,178 @@
+/* The fused TTFS activation on the CPU (SPEC §3-4): one pass forward, one pass backward.
+ *
+ * Forward:  t = #{k : z < thr[k]} = T - #{k : thr[k] <= z}   (thr non-increasing; NaN -> T)
+ *           x = kern[t]                                       (kern[T] = 0: no spike)
+ * Backward: with gx = g * kern[t] and "quantized" = 1 <= t <= T-1,
+ *           grad_z = gx / z (ste) or g / theta0 (decode) where quantized, else 0,
+ *           and four sums per block of BLOCK elements, in double:
+ *           [sum gx, sum_q gx, sum_q gx * t, sum_q gx * ln(z / theta0)] (the last: ste only).
+ * The caller adds the block sums in a fixed order, so the result does not depend on how the
+ * blocks were shared between threads. Plain C99 with no dependency: built at first use.
+ */
+#include <stdint.h>
+#include <math.h>
+#include <string.h>
+
+#define BLOCK 4096
+#define VEC_BYTES 32 /* one AVX register; two SSE registers where AVX is missing */
+#define COUNT_MAX 64 /* up to this T, count comparisons (vectorises); above, binary search */
+
+#if defined(__GNUC__) && defined(__x86_64__) && !defined(__clang__)
+#define MULTIVERSION __attribute__((target_clones("avx2", "default")))
+#else
+#define MULTIVERSION
+#endif
+
+/* Forward over [begin, end). For T <= COUNT_MAX, a vector of neurons stays in registers while
+ * the table streams past from k = T-1 down to 0: each k where z >= thr[k] selects t = k and
+ * x = kern[k] (bitwise, no arithmetic on values), so the last selection is the first crossing
+ * (what a time-stepped neuron does); on the non-increasing table it is also the count
+ * T - #{k : thr[k] <= z} that the reference takes. NaN never fires. Larger T, and the tail:
+ * a binary search per neuron. GCC/Clang vector extensions: SSE/AVX/NEON, or scalar code. */
+#define DEFINE_FORWARD(NAME, REAL, TIME, VREAL, VINT)                                        \
+MULTIVERSION                                                                                 \
+void NAME(const REAL *z, int64_t begin, int64_t end, const REAL *thr, const REAL *kern,      \
+          int32_t T, REAL *x, TIME *t_out) {                                                 \
+    enum { L = VEC_BYTES / sizeof(REAL) };                                                   \
+    int64_t i = begin;                                                                       \
+    if (T <= COUNT_MAX) {                                                                    \
+        for (; i + L <= end; i += L) {                                                       \
+            VREAL zv;                                                                        \
+            memcpy(&zv, z + i, sizeof zv);                                                   \
+            VINT count = {0};                                                                \
+            for (int32_t k = 0; k < T; ++k)                                                  \
+                count -= (VINT)(zv >= (VREAL){0} + thr[k]); /* a true comparison is -1 */    \
+            for (int l = 0; l < L; ++l) {                                                    \
+                const int32_t t = T - (int32_t)count[l];                                     \
+                t_out[i + l] = (TIME)t;                                                      \
+                x[i + l] = kern[t];                                                          \
+            }                                                                                \
+        }                                                                                    \
+    }                                                                                        \
+    for (; i < end; ++i) {                                                                   \
+        /* first k with z >= thr[k] (T if none, NaN included) */                             \
+        int32_t lo = 0, len = T;                                                             \
+        const REAL v = z[i];                                                                 \
+        while (len > 0) {                                                                    \
+            int32_t half = len / 2;                                                          \
+            if (v >= thr[lo + half]) { len = half; }                                         \
+            else { lo += half + 1; len -= half + 1; }                                        \
+        }                                                                                    \
+        t_out[i] = (TIME)lo;                                                                 \
+        x[i] = kern[lo];                                                                     \
+    }                                                                                        \
+}
+
+typedef float vfloat __attribute__((vector_size(VEC_BYTES)));
+typedef int32_t vint32 __attribute__((vector_size(VEC_BYTES)));
+typedef double vdouble __attribute__((vector_size(VEC_BYTES)));
+typedef int64_t vint64 __attribute__((vector_size(VEC_BYTES)));
+typedef float vfloat4 __attribute__((vector_size(16)));
+typedef int32_t vint32x4 __attribute__((vector_size(16)));
+typedef double vdouble4 __attribute__((vector_size(32)));
+typedef int64_t vint64x4 __attribute__((vector_size(32)));
+
+/* ln(v) for v > 0 and normal, four lanes: v = m 2^e with m in [sqrt(1/2), sqrt(2)),
+ * ln m = 2 atanh(s), s = (m-1)/(m+1), |s| <= 0.1716, by its series to s^13 (relative error
+ * below 1e-12): a few ulps of double, vectorised where libm's log is not. */
+static inline __attribute__((always_inline)) vdouble4 log4(vdouble4 v) {
+    vint64x4 bits, mbits, e, big;
+    vdouble4 m, halved, s, s2, series;
+    memcpy(&bits, &v, sizeof bits);
+    e = ((bits >> 52) & 0x7ff) - 1023;
+    mbits = (bits & 0x000fffffffffffffLL) | 0x3ff0000000000000LL;
+    memcpy(&m, &mbits, sizeof m);
+    big = (vint64x4)(m > 1.4142135623730951);
+    halved = m * 0.5;
+    memcpy(&bits, &halved, sizeof bits);
+    memcpy(&mbits, &m, sizeof mbits);
+    mbits = (mbits & ~big) | (bits & big);
+    memcpy(&m, &mbits, sizeof m);
+    e -= big; /* a true comparison is -1 */
+    s = (m - 1.0) / (m + 1.0);
+    s2 = s * s;
+    series = s2 * (1.0 / 3 + s2 * (1.0 / 5 + s2 * (1.0 / 7 + s2 * (1.0 / 9 + s2 * (1.0 / 11
+             + s2 * (1.0 / 13))))));
+    return __builtin_convertvector(e, vdouble4) * 0.69314718055994530942 + (s + s) * (1.0 + series);
+}
+
+/* Backward over [begin, end), four neurons at a time (then the tail one by one). gx = g * x is
+ * formed in z's dtype exactly as the reference does; the sums are kept in double lanes and
+ * reduced in a fixed order at the end of every block. */
+#define DEFINE_BACKWARD(NAME, REAL, TIME, VREAL4, VMASK4)                                     \
+MULTIVERSION                                                                                 \
+void NAME(const REAL *g, const REAL *z, const TIME *t, int64_t begin, int64_t end,           \
+          const REAL *kern, int32_t T, double theta0, int32_t ste, int32_t need_z,           \
+          REAL *grad_z, double *sums /* 4 per block, from block begin / BLOCK */) {          \
+    const REAL theta0_r = (REAL)theta0; /* torch divides by a scalar in z's dtype */          \
+    const double log_theta0 = log(theta0);                                                   \
+    for (int64_t i0 = begin; i0 < end; i0 += BLOCK) {                                        \
+        const int64_t stop = end - i0 < BLOCK ? end : i0 + BLOCK;                            \
+        vdouble4 acc_all = {0}, acc_q = {0}, acc_qt = {0}, acc_qlog = {0};                   \
+        int64_t i = i0;                                                                      \
+        for (; i + 4 <= stop; i += 4) {                                                      \
+            VREAL4 gv, zv = {1, 1, 1, 1}, kv, gx, r;                                         \
+            vint64x4 tv;                                                                     \
+            memcpy(&gv, g + i, sizeof gv);                                                   \
+            if (ste) memcpy(&zv, z + i, sizeof zv);                                          \
+            for (int l = 0; l < 4; ++l) { tv[l] = (int64_t)t[i + l]; kv[l] = kern[tv[l]]; }  \
+            gx = gv * kv;                                                                    \
+            const vint64x4 q = (tv >= 1) & (tv <= (int64_t)T - 1);                           \
+            if (need_z) {                                                                    \
+                VMASK4 qm = __builtin_convertvector(q, VMASK4), rbits;                       \
+                r = ste ? gx / zv : gv / theta0_r; /* lanes outside q are masked to 0 */     \
+                memcpy(&rbits, &r, sizeof rbits);                                            \
+                rbits &= qm;                                                                 \
+                memcpy(grad_z + i, &rbits, sizeof rbits);                                    \
+            }                                                                                \
+            const vdouble4 gxd = __builtin_convertvector(gx, vdouble4);                      \
+            vint64x4 gbits;                                                                  \
+            vdouble4 gq;                                                                     \
+            memcpy(&gbits, &gxd, sizeof gbits);                                              \
+            gbits &= q;                                                                      \
+            memcpy(&gq, &gbits, sizeof gq);                                                  \
+            acc_all += gxd;                                                                  \
+            acc_q += gq;                                                                     \
+            acc_qt += gq * __builtin_convertvector(tv, vdouble4);                            \
+            if (ste) {                                                                       \
+                vdouble4 zd = __builtin_convertvector(zv, vdouble4), one = {1, 1, 1, 1};       \
+                vint64x4 zbits, onebits;                                                     \
+                memcpy(&zbits, &zd, sizeof zbits);                                           \
+                memcpy(&onebits, &one, sizeof onebits);                                      \
+                zbits = (zbits & q) | (onebits & ~q); /* ln 1 = 0 outside q */               \
+                memcpy(&zd, &zbits, sizeof zd);                                              \
+                acc_qlog += gq * log4(zd);                                                   \
+            }                                                                                \
+        }                                                                                    \
+        double s_all = 0.0, s_q = 0.0, s_qt = 0.0, s_qlog = 0.0;                             \
+        for (; i < stop; ++i) {                                                              \
+            const int32_t ti = (int32_t)t[i];                                                \
+            const REAL gx = g[i] * kern[ti];                                                 \
+            const int q = ti >= 1 && ti <= T - 1;                                            \
+            if (need_z) grad_z[i] = q ? (ste ? gx / z[i] : g[i] / theta0_r) : (REAL)0;       \
+            s_all += (double)gx;                                                             \
+            if (q) {                                                                         \
+                s_q += (double)gx;                                                           \
+                s_qt += (double)gx * (double)ti;                                             \
+                if (ste) s_qlog += (double)gx * log((double)z[i]);                           \
+            }                                                                                \
+        }                                                                                    \
+        for (int l = 0; l < 4; ++l) {                                                        \
+            s_all += acc_all[l]; s_q += acc_q[l]; s_qt += acc_qt[l]; s_qlog += acc_qlog[l];  \
+        }                                                                                    \
+        double *out = sums + 4 * (i0 / BLOCK);                                               \
+        out[0] = s_all; out[1] = s_q; out[2] = s_qt;                                         \
+        out[3] = ste ? s_qlog - log_theta0 * s_q : 0.0; /* sum_q gx ln(z / theta0) */        \
+    }                                                                                        \
+}
+
+DEFINE_FORWARD(ttfs_forward_f32_u8, float, uint8_t, vfloat, vint32)
+DEFINE_FORWARD(ttfs_forward_f32_i32, float, int32_t, vfloat, vint32)
+DEFINE_FORWARD(ttfs_forward_f64_u8, double, uint8_t, vdouble, vint64)
+DEFINE_FORWARD(ttfs_forward_f64_i32, double, int32_t, vdouble, vint64)
+DEFINE_BACKWARD(ttfs_backward_f32_u8, float, uint8_t, vfloat4, vint32x4)
+DEFINE_BACKWARD(ttfs_backward_f32_i32, float, int32_t, vfloat4, vint32x4)
+DEFINE_BACKWARD(ttfs_backward_f64_u8, double, uint8_t, vdouble4, vint64x4)
+DEFINE_BACKWARD(ttfs_backward_f64_i32, double, int32_t, vdouble4, vint64x4)
+
+int32_t ttfs_block_size(void) { return BLOCK; }
