@@ -257,7 +257,8 @@ class ReadoutIntegrator(ReadoutBase):
 # --- conversion, simulation, saving -------------------------------------------------------------
 
 
-def _cell(stage: export.NeuronStage, method: str = "super", alpha: float = 100.0) -> TTFSCell:
+def _cell(stage: export.NeuronStage, method: str = "super", alpha: float = 100.0,
+          **_) -> TTFSCell:
     return TTFSCell(stage.index, kernel=stage.kernel, method=method, alpha=alpha,
                     layer_name=stage.name, input_mode=stage.input_mode, is_output=stage.output,
                     check_range=stage.index == 0, relay=stage.relay)
@@ -278,7 +279,8 @@ BACKEND = export.Backend(
 
 
 def to_norse(model: nn.Module, method: str = "super", alpha: float = 100.0,
-             output: str = "membrane", input_mode: str = "analog") -> SequentialState:
+             output: str = "membrane", input_mode: str = "analog",
+             window_batched: bool = False) -> SequentialState:
     """Convert a trained surrogate ``model`` into a Norse network (batch norm folded).
 
     The result steps with ``out, state = net(x_t, state)`` from ``state=None``.
@@ -289,8 +291,15 @@ def to_norse(model: nn.Module, method: str = "super", alpha: float = 100.0,
     Like the surrogate, the converted network refuses an analog input that is not finite or not
     within ``[0, 1]``, and one whose shape does not fit its first layer (an ``InputShapeError``
     at step 0).
+
+    ``window_batched=True`` (opt-in; off by default) makes every synapse apply its weight op
+    once per window on the decoded spike values instead of once per step: the same spike times
+    and predictions (exactly in float64; float32 up to summation order), several times faster,
+    but a layer's membrane then moves only at the last step of its integration window
+    (:class:`~ttfs_plugin.stepped.SynapseBase`).
     """
-    return export.convert(model, BACKEND, output, input_mode, method=method, alpha=alpha)
+    return export.convert(model, BACKEND, output, input_mode, method=method, alpha=alpha,
+                          window_batched=window_batched)
 
 
 def _logits(net: nn.Module):
@@ -318,6 +327,9 @@ def save(net: nn.Module, path: str | Path) -> None:
     export.save(net, path, BACKEND)
 
 
-def load(path: str | Path, method: str = "super", alpha: float = 100.0) -> SequentialState:
-    """Rebuild an exported Norse network from ``path`` (no surrogate or training code)."""
-    return export.load(path, BACKEND, method=method, alpha=alpha)
+def load(path: str | Path, method: str = "super", alpha: float = 100.0,
+         window_batched: bool = False) -> SequentialState:
+    """Rebuild an exported Norse network from ``path`` (no surrogate or training code);
+    ``window_batched`` as in :func:`to_norse`."""
+    return export.load(path, BACKEND, method=method, alpha=alpha,
+                       window_batched=window_batched)

@@ -119,7 +119,10 @@ def run_simulation(net: nn.Module, x: Tensor, step: Callable, steps: int | None 
 class SpikeTimeRecorder:
     """Forward hooks that turn the spikes of every TTFS neuron into first-spike times.
 
-    The simulation loop sets ``recorder.step`` to the global step before each call.
+    The simulation loop sets ``recorder.step`` to the global step before each call. Spikes of
+    the fast path carry their window's spike times (:func:`ttfs_plugin.timestep.spike_times_of`):
+    those are read once per window, at :meth:`close`, instead of scanning every step's spikes
+    (the same times: a spike at ``k`` is ``times == k``); other spikes are scanned per step.
     """
 
     def __init__(self, net: nn.Module) -> None:
@@ -127,6 +130,8 @@ class SpikeTimeRecorder:
         self.times: dict[str, Tensor] = {}
         self.neurons: dict[str, int] = {}
         self.T: int | None = None  # the window of the neurons' kernels
+        self._pending: dict[str, list] = {}  # label: [times, first k, last k, T], a fast window
+        self._scanned: set[str] = set()  # labels with spikes recorded step by step
         self._handles = []
         for name, module in net.named_modules():
             if is_ttfs_neuron(module) and not getattr(module, "relay", False):  # relay: no spikes
@@ -135,6 +140,8 @@ class SpikeTimeRecorder:
                 self.T = module.kernel.T
 
     def _hook(self, label: str):
+        from .timestep import spike_times_of
+
         def hook(module, inputs, output):
             spikes = output[0] if isinstance(output, tuple) else output
             T, index = module.kernel.T, module.layer_index
@@ -143,12 +150,37 @@ class SpikeTimeRecorder:
                                                device=spikes.device)
                 self.neurons[label] = spikes[0].numel()
             window, k = divmod(self.step, T)
-            if window == index + 1:
-                fired = spikes.detach() > 0
-                self.times[label].masked_fill_(fired, k)
+            if window != index + 1:
+                return
+            tag = spike_times_of(spikes)
+            pending = self._pending.get(label)
+            if tag is not None and pending is not None and pending[0] is tag.times:
+                pending[2] = k  # the same window's times: nothing to read yet
+                return
+            self._settle(label)
+            if tag is not None:
+                self._pending[label] = [tag.times, k, k, tag.T]
+            else:
+                self.times[label].masked_fill_(spikes.detach() > 0, k)
+                self._scanned.add(label)
         return hook
 
+    def _settle(self, label: str) -> None:
+        """Write the spikes a fast window's times gave at the steps seen (``first … last``)."""
+        pending = self._pending.pop(label, None)
+        if pending is None:
+            return
+        times, first, last, T = pending
+        if first == 0 and last == T - 1 and label not in self._scanned:
+            self.times[label] = times.long()  # the whole window, nothing else recorded: as is
+            return
+        seen = times <= last if first == 0 else (times >= first) & (times <= last)
+        self.times[label] = torch.where(seen, times.long(), self.times[label])
+        self._scanned.add(label)
+
     def close(self) -> None:
+        for label in list(self._pending):
+            self._settle(label)
         for handle in self._handles:
             handle.remove()
         self._handles.clear()

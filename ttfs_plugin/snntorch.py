@@ -236,8 +236,9 @@ class TemporalKernelSynapse(SynapseBase):
     """
 
     def __init__(self, kernel: TemporalKernel, source_index: int, op: nn.Module | None = None,
-                 bias: Tensor | None = None, layer_name: str | None = None) -> None:
-        super().__init__(kernel, source_index, op, bias, layer_name)
+                 bias: Tensor | None = None, layer_name: str | None = None,
+                 window_batched: bool = False) -> None:
+        super().__init__(kernel, source_index, op, bias, layer_name, window_batched)
         self.state = None
         self._batch: int | None = None
 
@@ -315,7 +316,7 @@ def reset(net: nn.Module) -> nn.Module:
     return net
 
 
-def _neuron(stage: export.NeuronStage, spike_grad=None) -> TTFSNeuron:
+def _neuron(stage: export.NeuronStage, spike_grad=None, **_) -> TTFSNeuron:
     return TTFSNeuron(stage.index, kernel=stage.kernel, spike_grad=spike_grad, init_hidden=True,
                       output=stage.output, layer_name=stage.name, input_mode=stage.input_mode,
                       is_output=stage.output, check_range=stage.index == 0, relay=stage.relay)
@@ -340,7 +341,7 @@ BACKEND = export.Backend(
 
 
 def to_snntorch(model: nn.Module, spike_grad=None, output: str = "membrane",
-                input_mode: str = "analog") -> nn.Sequential:
+                input_mode: str = "analog", window_batched: bool = False) -> nn.Sequential:
     """Convert a trained surrogate ``model`` into an snnTorch network (batch norm folded).
 
     The result steps with ``out = net(x_t)``. ``output="membrane"``: the last module returns the
@@ -352,9 +353,16 @@ def to_snntorch(model: nn.Module, spike_grad=None, output: str = "membrane",
     (:func:`input_spike_train`). Like the surrogate, the converted network refuses an analog
     input that is not finite or not within ``[0, 1]``, and one whose shape does not fit its first
     layer (an ``InputShapeError`` at step 0).
+
+    ``window_batched=True`` (opt-in; off by default) makes every synapse apply its weight op
+    once per window on the decoded spike values instead of once per step: the same spike times
+    and predictions (exactly in float64; float32 up to summation order), several times faster,
+    but a layer's membrane then moves only at the last step of its integration window
+    (:class:`~ttfs_plugin.stepped.SynapseBase`).
     """
     return cast(nn.Sequential,
-                export.convert(model, BACKEND, output, input_mode, spike_grad=spike_grad))
+                export.convert(model, BACKEND, output, input_mode, spike_grad=spike_grad,
+                               window_batched=window_batched))
 
 
 def simulate(net: nn.Module, x: Tensor, steps: int | None = None) -> SimulationResult:
@@ -373,6 +381,8 @@ def save(net: nn.Module, path: str | Path) -> None:
     export.save(net, path, BACKEND)
 
 
-def load(path: str | Path, spike_grad=None) -> nn.Sequential:
-    """Rebuild an exported snnTorch network from ``path`` (no surrogate or training code)."""
-    return cast(nn.Sequential, export.load(path, BACKEND, spike_grad=spike_grad))
+def load(path: str | Path, spike_grad=None, window_batched: bool = False) -> nn.Sequential:
+    """Rebuild an exported snnTorch network from ``path`` (no surrogate or training code);
+    ``window_batched`` as in :func:`to_snntorch`."""
+    return cast(nn.Sequential, export.load(path, BACKEND, spike_grad=spike_grad,
+                                           window_batched=window_batched))

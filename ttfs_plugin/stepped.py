@@ -12,6 +12,12 @@ When the input layer starts a new run — first call, a new batch shape, or new 
 ``num_steps(net)`` steps are done — it advances the clock's run number, and every other module
 drops its state at its next call. So a network whose hidden state nobody reset (snnTorch's
 ``utils.reset`` does not reach these modules) still answers the new batch, never a stale one.
+
+Kernel and threshold tables: a module builds them once and keeps them while its kernel's
+parameters are unchanged (:class:`KernelTables`: the parameters' identity, version counter and
+storage, ``theta0``, ``quantizer``, ``T``), instead of a dozen tiny ops per active step; any
+edit, ``load_state_dict`` or ``.to()`` builds them again. Where autograd needs them (training
+through time), they are built fresh every step as before.
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ from .timestep import (
     SynapseState,
     as_current,
     check_input_mode,
+    fast_paths_enabled,
     first_spike_pool_step,
     heaviside,
     initial_neuron_state,
@@ -43,8 +50,60 @@ from .timestep import (
     silent_zeros,
     step_tensor,
     synapse_step,
+    window_synapse_step,
     windows,
 )
+
+
+class KernelTables:
+    """A kernel's ``kappa`` and threshold tables, kept for as long as its parameters are the
+    same (plain Python, no state-dict entry).
+
+    The key: ``tau`` and ``td`` themselves (a new parameter object), their version counters (an
+    in-place edit, ``load_state_dict``), storage, dtype and device (``.to()``), and ``theta0``,
+    ``quantizer``, ``T``. Tables are built under ``no_grad`` (values identical) and the
+    threshold table is tagged with whether it is non-increasing (what the spike-time fast path
+    needs). Kernels whose table methods are overridden are not cached.
+    """
+
+    __slots__ = ("tau", "td", "key", "tables")
+
+    def __init__(self) -> None:
+        self.tau: Tensor | None = None
+        self.td: Tensor | None = None
+        self.key: tuple = ()
+        self.tables: dict[str, Tensor] = {}
+
+    def get(self, kernel: TemporalKernel, which: str) -> Tensor:
+        """``kernel.kernel()`` (``which="kernel"``) or ``kernel.thresholds()``, from the cache
+        where that is safe."""
+        tau, td = kernel.tau, kernel.td
+        if (not fast_paths_enabled() or not _plain_kernel(kernel)
+                or (torch.is_grad_enabled() and (tau.requires_grad or td.requires_grad))
+                or tau.is_inference() or td.is_inference()):  # no version counter to watch
+            return getattr(kernel, which)()
+        key = (tau._version, td._version, tau.data_ptr(), td.data_ptr(), tau.dtype, tau.device,
+               kernel.theta0, kernel.quantizer, kernel.T)
+        if self.tau is not tau or self.td is not td or self.key != key:
+            self.tau, self.td, self.key, self.tables = tau, td, key, {}
+        table = self.tables.get(which)
+        if table is None:
+            with torch.no_grad():
+                table = getattr(kernel, which)()
+            if which == "thresholds":
+                table._ttfs_monotone = bool(  # type: ignore[attr-defined]  # a tag
+                    (table[1:] <= table[:-1]).all())
+            self.tables[which] = table
+        return table
+
+
+def _plain_kernel(kernel: nn.Module) -> bool:
+    """A :class:`TemporalKernel` whose tables come from ``tau``, ``td``, ``theta0``,
+    ``quantizer`` and ``T`` alone (its table methods not overridden)."""
+    cls = type(kernel)
+    return (isinstance(kernel, TemporalKernel) and cls.kernel is TemporalKernel.kernel
+            and cls.thresholds is TemporalKernel.thresholds
+            and cls.effective_tau is TemporalKernel.effective_tau)
 
 
 class RunClock:
@@ -66,6 +125,18 @@ class Stepped(nn.Module):
         self.clock = RunClock()
         self._seen_run = 0
         self._zeros: Tensor | None = None
+        self._tables = KernelTables()
+
+    def _table(self, which: str) -> Tensor:
+        """This module's kernel's ``which`` table (``"kernel"`` or ``"thresholds"``), cached."""
+        tables = self.__dict__.get("_tables")
+        if tables is None:  # a module made before tables were cached (an old pickle)
+            tables = KernelTables()
+            self._keep("_tables", tables)
+        return tables.get(self.kernel, which)
+
+    def _thresholds(self) -> Tensor:
+        return self._table("thresholds")
 
     def _keep(self, name: str, value) -> None:
         """Set a plain (non-parameter, non-buffer) attribute without ``nn.Module.__setattr__`` 's
@@ -141,8 +212,10 @@ class NeuronBase(Stepped):
         x = as_current(x, self.kernel.tau.dtype)
         if state is None or state.mem.numel() == 0:
             state = initial_neuron_state(x)
-        return layer_step(x, state, self.layer_index, self.kernel.T, self.kernel.thresholds,
-                          self.spike_function(),
+        T = self.kernel.T
+        idle = int(state.step) // T - self.layer_index not in (0, 1)
+        return layer_step(x, state, self.layer_index, T, self._thresholds,
+                          heaviside if idle else self.spike_function(),  # idle: not even built
                           zeros=self._zeros_like(x.shape, x), norm=self.norm,
                           input_mode=self.input_mode, check_range=self.check_range,
                           relay=self.relay)
@@ -180,17 +253,25 @@ class SynapseBase(Stepped):
     The bias (taken from ``op`` when it has one) enters once, at the first step of the target's
     integration window. ``op`` runs only while the source fires; other steps return a silent
     zero tensor.
+
+    ``window_batched=True`` (opt-in, off by default): ``op`` runs once per window, at its last
+    step, on the decoded spike values (:func:`ttfs_plugin.timestep.window_synapse_step`): the
+    same spike times and predictions (float64; float32 up to summation order) in far fewer weight
+    ops, but the target's membrane moves only at that step, so its per-step trace is not the
+    exact simulation's (and nothing reaches the target before the window ends).
     """
 
     _shape: torch.Size  # the output shape per sample, kept by _output_shape
     _shape_key: tuple[int, ...]
 
     def __init__(self, kernel: TemporalKernel, source_index: int, op: nn.Module | None = None,
-                 bias: Tensor | None = None, layer_name: str | None = None) -> None:
+                 bias: Tensor | None = None, layer_name: str | None = None,
+                 window_batched: bool = False) -> None:
         super().__init__()
         self.kernel = kernel
         self.source_index = int(source_index)
         self.layer_name = layer_name
+        self.window_batched = bool(window_batched)
         op = op if op is not None else nn.Identity()
         last = op[-1] if isinstance(op, nn.Sequential) and len(op) else op
         last_bias = getattr(last, "bias", None)
@@ -208,13 +289,19 @@ class SynapseBase(Stepped):
         step = step_tensor(0) if state is None else state.step
         window, _ = windows(step, self.kernel.T)
         current = None
+        new_state = None
         if window == self.source_index + 1:  # else idle: not even the kernel table is built
             spikes = as_current(spikes, self.kernel.tau.dtype)
-            current = synapse_step(spikes, int(step), self.source_index, self.kernel.kernel(),
-                                   self.op, self.bias)
+            if self.window_batched:
+                current, new_state = window_synapse_step(
+                    spikes, state if state is not None else SynapseState(step),
+                    self.source_index, self._table("kernel"), self.op, self.bias)
+            else:
+                current = synapse_step(spikes, int(step), self.source_index,
+                                       self._table("kernel"), self.op, self.bias)
         if current is None:
             current = self._zeros_like(self._output_shape(spikes), spikes)
-        return current, SynapseState(next_step(step))
+        return current, new_state if new_state is not None else SynapseState(next_step(step))
 
     def _output_shape(self, spikes: Tensor) -> torch.Size:
         """Shape of ``op(spikes)``, from a one-sample probe whenever the input shape changes
@@ -292,16 +379,18 @@ class SynapseBase(Stepped):
             + problem.replace("{layer}", name).replace("{hint}", "") + hint)
 
     @classmethod
-    def from_stage(cls, stage: SynapseStage, **_):
-        """The adapter's synapse for an export stage (adapter options do not apply)."""
-        return cls(stage.kernel, stage.source, stage.op, stage.bias, stage.name)
+    def from_stage(cls, stage: SynapseStage, window_batched: bool = False, **_):
+        """The adapter's synapse for an export stage (other adapter options do not apply)."""
+        return cls(stage.kernel, stage.source, stage.op, stage.bias, stage.name,
+                   window_batched=window_batched)
 
     def to_stage(self) -> SynapseStage:
         return SynapseStage(self.layer_name or f"synapse{self.source_index}", self.source_index,
                             self.kernel, self.op, self.bias)
 
     def extra_repr(self) -> str:
-        return f"source_index={self.source_index}"
+        batched = ", window_batched=True" if self.window_batched else ""
+        return f"source_index={self.source_index}{batched}"
 
 
 def pooled_shape(spikes: Tensor, kernel_size: int) -> tuple[int, ...]:

@@ -11,7 +11,20 @@ during window ``L+1``: ``(L+2)*T`` steps).
   the bias enters once, at the first step of the target's integration window;
 * :func:`first_spike_pool_step` — max-pooling of spikes: the pooled unit emits at the earliest
   spike among its inputs, once;
-* :func:`readout_step` — the output membrane integrates its current (the logits).
+* :func:`readout_step` — the output membrane integrates its current (the logits);
+* :func:`window_synapse_step` — the opt-in window-batched synapse: one weight op per window on
+  the decoded spike values (same spike times and predictions; the membrane moves only at the
+  window's last step).
+
+Fast exact path (on by default, :func:`reference_path` turns it off): a layer's membrane does not
+change during its fire window, and ``thr`` decreases, so the step-by-step rule ``u >= thr[k]``
+fires each neuron at ``t = encode(u, thr)`` (:func:`ttfs_plugin.kernel.encode`, the same float
+comparison). :func:`fire_times` computes ``t`` once when the fire window opens; each step then
+emits ``t == k``, first-spike max-pooling pools the times once per window
+(:func:`pooled_times`), and the simulation's recorder reads ``t`` instead of scanning spikes.
+The results are the step-by-step rule's bit for bit; it is taken only where that is provable (no
+gradient needed, a non-increasing table, the state the previous step returned), else the
+reference rule runs.
 
 Every state is a NamedTuple of tensors; ``step`` is a 0-dim int64 tensor kept on the CPU (no
 device sync when a layer asks for its window). A module with nothing to emit returns a *silent*
@@ -21,13 +34,15 @@ looking at the values), so a simulation costs about one weight op per time step 
 
 from __future__ import annotations
 
-from typing import Callable, NamedTuple
+from contextlib import contextmanager
+from typing import Callable, Iterator, NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .errors import InputShapeError
+from .kernel import decode, encode
 from .layers import check_intensities
 
 SpikeFn = Callable[[Tensor], Tensor]
@@ -50,10 +65,18 @@ class NeuronState(NamedTuple):
     step: Tensor  # 0-dim int64 on the CPU
 
 
+_NO_VALUE = torch.zeros(0)  # "nothing held" in a state field (states hold tensors only)
+
+
 class SynapseState(NamedTuple):
-    """State of a temporal-kernel synapse: the global step."""
+    """State of a temporal-kernel synapse: the global step. A window-batched synapse also holds,
+    during its source's fire window, the decoded input so far (``value``) and the spike times
+    it will decode at the window's end (``times``, seen since step ``since``); empty else."""
 
     step: Tensor
+    value: Tensor = _NO_VALUE
+    times: Tensor = _NO_VALUE
+    since: Tensor = _NO_VALUE
 
 
 class PoolState(NamedTuple):
@@ -88,6 +111,106 @@ def step_tensor(value: int = 0) -> Tensor:
 def next_step(step: Tensor) -> Tensor:
     """``step + 1`` as a cached step tensor."""
     return step_tensor(int(step) + 1)
+
+
+_FAST = [True]
+
+
+@contextmanager
+def reference_path() -> Iterator[None]:
+    """Run the step-by-step reference rules inside (no spike-time fast path, no table cache).
+
+    The fast path must equal them bit for bit; this keeps them reachable, for the tests that
+    show it and for anyone who wants to see the rules run literally.
+    """
+    previous = _FAST[0]
+    _FAST[0] = False
+    try:
+        yield
+    finally:
+        _FAST[0] = previous
+
+
+def fast_paths_enabled() -> bool:
+    """False inside :func:`reference_path`."""
+    return _FAST[0]
+
+
+def time_dtype(T: int) -> torch.dtype:
+    """The type spike times ``0 … T`` are kept in during a fire window: uint8 for ``T < 256``
+    (a per-step ``times == k`` is then one vectorised byte comparison whose result is already
+    the bool mask and converts to floats cheaply), else int32 / int64."""
+    return torch.uint8 if T < 256 else torch.int32 if T < 2 ** 31 - 1 else torch.long
+
+
+class SpikeTimes(NamedTuple):
+    """What a fast-path spike tensor carries (as its ``_ttfs_times`` tag): it is ``times == k``.
+
+    ``times`` int (:func:`time_dtype`): the local time at which each unit spikes, ``T`` never
+    (again); ``k`` the local time of this step.
+    """
+
+    times: Tensor
+    k: int
+    T: int
+
+
+def spike_times_of(spikes: Tensor) -> SpikeTimes | None:
+    """The :class:`SpikeTimes` tag of a fast-path spike tensor, else ``None``."""
+    return getattr(spikes, "_ttfs_times", None)
+
+
+def _emit(times: Tensor, k: int, T: int, fired: Tensor, dtype: torch.dtype
+          ) -> tuple[Tensor, Tensor]:
+    """``(spikes, fired | spikes)`` at local time ``k`` of a window whose spike times are
+    ``times``: spikes ``times == k`` in ``dtype``, tagged with the times. (A byte comparison
+    into bytes, viewed as bool: comparisons that write bool, and bool-to-float copies, are
+    several times slower on the CPU.)"""
+    if times.dtype == torch.uint8:
+        hit = torch.eq(times, k, out=torch.empty_like(times))
+        spikes, now = hit.to(dtype), hit.view(torch.bool)
+    else:
+        now = times == k
+        spikes = now.to(dtype)
+    spikes._ttfs_times = SpikeTimes(times, k, T)  # type: ignore[attr-defined]  # a tag
+    return spikes, fired | now
+
+
+def _monotone(thresholds: Tensor) -> bool:
+    """Whether ``thresholds`` never increases (NaN: no): ``encode`` is then the first-crossing
+    rule. The table cache tags its tables with the answer; other tables are checked here."""
+    tag = getattr(thresholds, "_ttfs_monotone", None)
+    if tag is None:
+        table = thresholds.detach()
+        tag = bool((table[1:] <= table[:-1]).all()) and not bool(torch.isnan(table[:1]).any())
+    return tag
+
+
+def fire_times(mem: Tensor, fired: Tensor, thresholds: Tensor, k: int) -> Tensor:
+    """Spike times of a fire window from local time ``k`` on (:func:`time_dtype`): with ``mem``
+    fixed and ``thr`` non-increasing, an unfired neuron spikes at ``max(encode(mem, thr), k)``;
+    a fired one never again (``T``). The step-by-step rule's spikes, bit for bit."""
+    T = thresholds.shape[0]
+    t = encode(mem, thresholds)
+    if k > 0:
+        t = t.clamp_min_(k)
+    return t.masked_fill_(fired, T).to(time_dtype(T))
+
+
+def _fast_fire(mem: Tensor, fired: Tensor, thresholds: Tensor, k: int
+               ) -> tuple[Tensor, Tensor]:
+    """The fire-window step from spike times (kept on the ``fired`` mask the previous step
+    returned, with what they were computed from; anything else recomputes them)."""
+    T = thresholds.shape[0]
+    tag = getattr(fired, "_ttfs_fire", None)
+    if (tag is not None and tag[0] is mem and tag[3] == k - 1
+            and (tag[1] is thresholds or torch.equal(tag[1], thresholds))):
+        times = tag[2]
+    else:
+        times = fire_times(mem, fired, thresholds, k)
+    spikes, fired = _emit(times, k, T, fired, mem.dtype)
+    fired._ttfs_fire = (mem, thresholds, times, k)  # type: ignore[attr-defined]  # a tag
+    return spikes, fired
 
 
 def check_input_mode(mode: str) -> str:
@@ -182,7 +305,9 @@ def neuron_step(current: Tensor, state: NeuronState, layer_index: int, threshold
     """One step of a TTFS neuron layer; returns ``(spikes, new_state)``.
 
     Integrate window (``w == layer_index``): ``mem += current``. Fire window
-    (``w == layer_index + 1``): spike where ``mem >= thr[k]`` and not fired before.
+    (``w == layer_index + 1``): spike where ``mem >= thr[k]`` and not fired before; the current
+    is not read (the membrane stays as the window opened), so where no gradient is needed the
+    spikes come from :func:`fire_times`, computed once per window (the same spikes).
     ``norm`` (e.g. a TB batch norm in a natively built network) is applied once to the
     integrated membrane, at the first step of the fire window. ``zeros`` (optional) is returned
     as the spike tensor of silent steps, saving an allocation.
@@ -215,15 +340,19 @@ def neuron_step(current: Tensor, state: NeuronState, layer_index: int, threshold
     elif window == layer_index + 1:
         if k == 0 and norm is not None:
             mem = norm(mem)
-        threshold = thresholds[k].to(mem.dtype)
-        if torch.is_grad_enabled() and (mem.requires_grad or threshold.requires_grad):
-            v = mem - threshold
-            crossed = v.detach() >= 0
-            spikes = spike_fn(v) * (~fired).to(mem.dtype)
-        else:  # simulation fast path: boolean ops only, one conversion
-            crossed = mem >= threshold
-            spikes = (crossed & ~fired).to(mem.dtype)
-        fired = fired | crossed
+        grad = torch.is_grad_enabled() and (mem.requires_grad or thresholds.requires_grad)
+        if not grad and _FAST[0] and thresholds.dtype == mem.dtype and _monotone(thresholds):
+            spikes, fired = _fast_fire(mem, fired, thresholds, k)
+        else:
+            threshold = thresholds[k].to(mem.dtype)
+            if grad:
+                v = mem - threshold
+                crossed = v.detach() >= 0
+                spikes = spike_fn(v) * (~fired).to(mem.dtype)
+            else:  # the reference rule: boolean ops only, one conversion
+                crossed = mem >= threshold
+                spikes = (crossed & ~fired).to(mem.dtype)
+            fired = fired | crossed
     else:
         if window == layer_index and not is_silent(current):
             if layer_index == 0 and input_mode == "spikes":
@@ -294,12 +423,97 @@ def synapse_step(spikes: Tensor, step: int, source_index: int, kernel: Tensor,
 
 def first_spike_pool_step(spikes: Tensor, emitted: Tensor | None, kernel_size: int
                           ) -> tuple[Tensor, Tensor]:
-    """Max-pool spikes; a pooled unit passes only its first spike. Returns ``(out, emitted)``."""
+    """Max-pool spikes; a pooled unit passes only its first spike. Returns ``(out, emitted)``.
+
+    Spikes that carry their times (:func:`spike_times_of`) are pooled as times, once per window
+    (:func:`pooled_times`): the same output, without a max-pool per step.
+    """
+    tag = spike_times_of(spikes) if _FAST[0] and not spikes.requires_grad else None
+    if tag is not None and emitted is not None:
+        return _fast_pool(tag, spikes, emitted, kernel_size)
     pooled = F.max_pool2d(spikes, kernel_size)
     if emitted is None:
         emitted = torch.zeros_like(pooled, dtype=torch.bool)
     out = pooled * (~emitted).to(pooled.dtype)
     return out, emitted | (out.detach() > 0)
+
+
+def pooled_times(times: Tensor, emitted: Tensor, k: int, T: int, kernel_size: int) -> Tensor:
+    """Spike times of a first-spike max-pool from local time ``k`` on: the earliest input spike
+    still to come (``times >= k``; a min over each pool, as a max-pool of ``-t``), ``T`` where
+    the pooled unit has emitted already. Exact: small integers are exact in float32."""
+    coming = (torch.where(times >= k, times, T) if k > 0 else times).to(torch.float32)
+    first = F.max_pool2d(coming.neg_(), kernel_size).neg_().to(times.dtype)
+    return first.masked_fill_(emitted, T)
+
+
+def _fast_pool(tag: SpikeTimes, spikes: Tensor, emitted: Tensor, kernel_size: int
+               ) -> tuple[Tensor, Tensor]:
+    """The pool's step from pooled spike times (kept on the ``emitted`` mask it returned)."""
+    kept = getattr(emitted, "_ttfs_pool", None)
+    if kept is not None and kept[0] is tag.times and kept[2] == tag.k - 1:
+        times = kept[1]
+    else:
+        times = pooled_times(tag.times, emitted, tag.k, tag.T, kernel_size)
+    out, emitted = _emit(times, tag.k, tag.T, emitted, spikes.dtype)
+    emitted._ttfs_pool = (tag.times, times, tag.k)  # type: ignore[attr-defined]  # a tag
+    return out, emitted
+
+
+def window_synapse_step(spikes: Tensor, state: SynapseState, source_index: int,
+                        kernel: Tensor, op: nn.Module, bias: Tensor | None
+                        ) -> tuple[Tensor | None, SynapseState]:
+    """The window-batched synapse (opt-in): the current of a whole fire window at its last step.
+
+    The synapse is linear, so ``sum_k op(s_k) * kappa(k) = op(sum_k kappa(k) * s_k)``: it
+    collects the decoded input ``x = sum_k kappa(k) s_k`` (from the spikes' times,
+    :func:`spike_times_of`, at the window's end; from the spikes themselves where they carry no
+    times) and applies ``op`` once, ``op(x) + bias``, at local time ``T-1``; every other step
+    gives no current (``None``). The target's spike times and the logits are the exact path's up
+    to summation order (equal in float64 in the tests); its membrane trace is not (it moves
+    only at the window's end).
+    """
+    T = kernel.shape[0]
+    window, k = windows(state.step, T)
+    step = next_step(state.step)
+    if window != source_index + 1:
+        return None, SynapseState(step)
+    value, times, since = state.value, state.times, state.since
+    tag = spike_times_of(spikes) if _FAST[0] else None
+    if tag is not None and times is tag.times:
+        pass  # the same window's times: nothing to do this step
+    else:
+        if times.numel():  # times seen so far cover steps since ... k-1 only
+            value = _add(value, _decode_between(times, int(since) % T, k, kernel))
+            times = _NO_VALUE
+        if tag is not None:
+            times, since = tag.times, state.step
+        elif not is_silent(spikes):
+            value = _add(value, spikes * kernel[k].to(spikes.dtype))
+    if k < T - 1:
+        return None, SynapseState(step, value, times, since)
+    if times.numel():
+        value = _add(value, _decode_between(times, int(since) % T, T, kernel))
+    if not value.numel():
+        if bias is None:
+            return None, SynapseState(step)
+        value = spikes  # silent all window: op(0) + bias
+    current = op(value.to(spikes.dtype))
+    if bias is not None:
+        current = current + bias.to(current.dtype).view(1, -1, *([1] * (current.dim() - 2)))
+    return current, SynapseState(step)
+
+
+def _decode_between(times: Tensor, start: int, stop: int, kernel: Tensor) -> Tensor:
+    """``kappa(t)`` of the spikes at local times ``start <= t < stop``, ``0`` elsewhere."""
+    T = kernel.shape[0]
+    if start > 0 or stop < T:
+        times = torch.where((times >= start) & (times < stop), times, T)
+    return decode(times.long(), kernel)
+
+
+def _add(total: Tensor, part: Tensor) -> Tensor:
+    return part if not total.numel() else total + part
 
 
 def readout_step(current: Tensor, mem: Tensor | None) -> Tensor:

@@ -71,15 +71,19 @@ typedef float vfloat4 __attribute__((vector_size(16)));
 typedef int32_t vint32x4 __attribute__((vector_size(16)));
 typedef double vdouble4 __attribute__((vector_size(32)));
 typedef int64_t vint64x4 __attribute__((vector_size(32)));
+typedef uint64_t vuint64x4 __attribute__((vector_size(32)));
 
 /* ln(v) for v > 0 and normal, four lanes: v = m 2^e with m in [sqrt(1/2), sqrt(2)),
  * ln m = 2 atanh(s), s = (m-1)/(m+1), |s| <= 0.1716, by its series to s^13 (relative error
  * below 1e-12): a few ulps of double, vectorised where libm's log is not. */
 static inline __attribute__((always_inline)) vdouble4 log4(vdouble4 v) {
-    vint64x4 bits, mbits, e, big;
-    vdouble4 m, halved, s, s2, series;
+    vint64x4 bits, mbits, big, ebits, onebits;
+    vdouble4 m, halved, s, s2, series, e, one = {1, 1, 1, 1};
     memcpy(&bits, &v, sizeof bits);
-    e = ((bits >> 52) & 0x7ff) - 1023;
+    /* the exponent as a double without an int64 conversion (AVX2 has none): 2^52 + e - 2^52 */
+    ebits = (vint64x4)(((vuint64x4)bits >> 52) | 0x4330000000000000ULL); /* sign bit: 0 */
+    memcpy(&e, &ebits, sizeof e);
+    e = e - (4503599627370496.0 + 1023.0);
     mbits = (bits & 0x000fffffffffffffLL) | 0x3ff0000000000000LL;
     memcpy(&m, &mbits, sizeof m);
     big = (vint64x4)(m > 1.4142135623730951);
@@ -88,12 +92,15 @@ static inline __attribute__((always_inline)) vdouble4 log4(vdouble4 v) {
     memcpy(&mbits, &m, sizeof mbits);
     mbits = (mbits & ~big) | (bits & big);
     memcpy(&m, &mbits, sizeof m);
-    e -= big; /* a true comparison is -1 */
+    memcpy(&onebits, &one, sizeof onebits);
+    onebits &= big;
+    memcpy(&one, &onebits, sizeof one);
+    e += one; /* m halved: exponent one up */
     s = (m - 1.0) / (m + 1.0);
     s2 = s * s;
     series = s2 * (1.0 / 3 + s2 * (1.0 / 5 + s2 * (1.0 / 7 + s2 * (1.0 / 9 + s2 * (1.0 / 11
              + s2 * (1.0 / 13))))));
-    return __builtin_convertvector(e, vdouble4) * 0.69314718055994530942 + (s + s) * (1.0 + series);
+    return e * 0.69314718055994530942 + (s + s) * (1.0 + series);
 }
 
 /* Backward over [begin, end), four neurons at a time (then the tail one by one). gx = g * x is
@@ -112,14 +119,15 @@ void NAME(const REAL *g, const REAL *z, const TIME *t, int64_t begin, int64_t en
         int64_t i = i0;                                                                      \
         for (; i + 4 <= stop; i += 4) {                                                      \
             VREAL4 gv, zv = {1, 1, 1, 1}, kv, gx, r;                                         \
-            vint64x4 tv;                                                                     \
+            vint32x4 tv;                                                                     \
             memcpy(&gv, g + i, sizeof gv);                                                   \
             if (ste) memcpy(&zv, z + i, sizeof zv);                                          \
-            for (int l = 0; l < 4; ++l) { tv[l] = (int64_t)t[i + l]; kv[l] = kern[tv[l]]; }  \
+            for (int l = 0; l < 4; ++l) { tv[l] = (int32_t)t[i + l]; kv[l] = kern[tv[l]]; }  \
             gx = gv * kv;                                                                    \
-            const vint64x4 q = (tv >= 1) & (tv <= (int64_t)T - 1);                           \
+            const vint32x4 q32 = (tv >= 1) & (tv <= T - 1);                                  \
+            const vint64x4 q = __builtin_convertvector(q32, vint64x4); /* -1 stays -1 */       \
             if (need_z) {                                                                    \
-                VMASK4 qm = __builtin_convertvector(q, VMASK4), rbits;                       \
+                VMASK4 qm = __builtin_convertvector(q32, VMASK4), rbits;                     \
                 r = ste ? gx / zv : gv / theta0_r; /* lanes outside q are masked to 0 */     \
                 memcpy(&rbits, &r, sizeof rbits);                                            \
                 rbits &= qm;                                                                 \
