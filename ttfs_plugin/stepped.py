@@ -23,6 +23,7 @@ through time), they are built fresh every step as before.
 from __future__ import annotations
 
 import math
+from typing import cast
 
 import torch
 from torch import Tensor, nn
@@ -91,19 +92,17 @@ class KernelTables:
             with torch.no_grad():
                 table = getattr(kernel, which)()
             if which == "thresholds":
-                table._ttfs_monotone = bool(  # type: ignore[attr-defined]  # a tag
-                    (table[1:] <= table[:-1]).all())
+                table._ttfs_monotone = bool((table[1:] <= table[:-1]).all())  # a tag
             self.tables[which] = table
         return table
 
 
-def _plain_kernel(kernel: nn.Module) -> bool:
+def _plain_kernel(kernel: TemporalKernel) -> bool:
     """A :class:`TemporalKernel` whose tables come from ``tau``, ``td``, ``theta0``,
     ``quantizer`` and ``T`` alone (its table methods not overridden)."""
     cls = type(kernel)
-    return (isinstance(kernel, TemporalKernel) and cls.kernel is TemporalKernel.kernel
-            and cls.thresholds is TemporalKernel.thresholds
-            and cls.effective_tau is TemporalKernel.effective_tau)
+    return all(getattr(cls, name, None) is getattr(TemporalKernel, name)
+               for name in ("kernel", "thresholds", "effective_tau"))
 
 
 class RunClock:
@@ -133,7 +132,7 @@ class Stepped(nn.Module):
         if tables is None:  # a module made before tables were cached (an old pickle)
             tables = KernelTables()
             self._keep("_tables", tables)
-        return tables.get(self.kernel, which)
+        return tables.get(cast(TemporalKernel, self.kernel), which)
 
     def _thresholds(self) -> Tensor:
         return self._table("thresholds")

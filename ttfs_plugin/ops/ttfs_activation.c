@@ -7,7 +7,8 @@
  *           and four sums per block of BLOCK elements, in double:
  *           [sum gx, sum_q gx, sum_q gx * t, sum_q gx * ln(z / theta0)] (the last: ste only).
  * The caller adds the block sums in a fixed order, so the result does not depend on how the
- * blocks were shared between threads. Plain C99 with no dependency: built at first use.
+ * blocks were shared between threads. C99 with GCC/Clang vector extensions and no dependency:
+ * built at first use by ttfs_plugin/ops/cpu.py.
  */
 #include <stdint.h>
 #include <math.h>
@@ -23,30 +24,40 @@
 #define MULTIVERSION
 #endif
 
-/* Forward over [begin, end). For T <= COUNT_MAX, a vector of neurons stays in registers while
- * the table streams past from k = T-1 down to 0: each k where z >= thr[k] selects t = k and
- * x = kern[k] (bitwise, no arithmetic on values), so the last selection is the first crossing
- * (what a time-stepped neuron does); on the non-increasing table it is also the count
- * T - #{k : thr[k] <= z} that the reference takes. NaN never fires. Larger T, and the tail:
- * a binary search per neuron. GCC/Clang vector extensions: SSE/AVX/NEON, or scalar code. */
-#define DEFINE_FORWARD(NAME, REAL, TIME, VREAL, VINT)                                        \
+/* Forward over [begin, end). For T <= COUNT_MAX, two vectors of neurons stay in registers
+ * while the table streams past: t = T - #{k : thr[k] <= z} (a true vector comparison is -1),
+ * the count the reference's bucketize takes, and on the non-increasing table the first k with
+ * z >= thr[k] that a time-stepped neuron fires at. NaN never counts (t = T). x = kern[t] is
+ * read from the tiny table per lane. Larger T, and the tail: a binary search per neuron.
+ * GCC/Clang vector extensions: SSE/AVX/AVX-512/NEON code, or scalar code elsewhere. */
+#define DEFINE_FORWARD(NAME, REAL, TIME, VREAL, VINT, VTIME)                               \
 MULTIVERSION                                                                                 \
 void NAME(const REAL *z, int64_t begin, int64_t end, const REAL *thr, const REAL *kern,      \
           int32_t T, REAL *x, TIME *t_out) {                                                 \
     enum { L = VEC_BYTES / sizeof(REAL) };                                                   \
     int64_t i = begin;                                                                       \
     if (T <= COUNT_MAX) {                                                                    \
-        for (; i + L <= end; i += L) {                                                       \
-            VREAL zv;                                                                        \
-            memcpy(&zv, z + i, sizeof zv);                                                   \
-            VINT count = {0};                                                                \
-            for (int32_t k = 0; k < T; ++k)                                                  \
-                count -= (VINT)(zv >= (VREAL){0} + thr[k]); /* a true comparison is -1 */    \
-            for (int l = 0; l < L; ++l) {                                                    \
-                const int32_t t = T - (int32_t)count[l];                                     \
-                t_out[i + l] = (TIME)t;                                                      \
-                x[i + l] = kern[t];                                                          \
+        for (; i + 2 * L <= end; i += 2 * L) {                                               \
+            VREAL za, zb;                                                                    \
+            memcpy(&za, z + i, sizeof za);                                                   \
+            memcpy(&zb, z + i + L, sizeof zb);                                               \
+            VINT ca = {0}, cb = {0};                                                         \
+            for (int32_t k = 0; k < T; ++k) {                                                \
+                const VREAL th = (VREAL){0} + thr[k];                                        \
+                ca -= (VINT)(za >= th);                                                      \
+                cb -= (VINT)(zb >= th);                                                      \
             }                                                                                \
+            VINT ta = (VINT){0} + T - ca, tb = (VINT){0} + T - cb;                           \
+            VTIME ta_small = __builtin_convertvector(ta, VTIME),                             \
+                  tb_small = __builtin_convertvector(tb, VTIME);                             \
+            memcpy(t_out + i, &ta_small, sizeof ta_small);                                   \
+            memcpy(t_out + i + L, &tb_small, sizeof tb_small);                               \
+            int32_t idx[2 * L];                                                              \
+            for (int l = 0; l < L; ++l) {                                                    \
+                idx[l] = (int32_t)ta[l];                                                     \
+                idx[L + l] = (int32_t)tb[l];                                                 \
+            }                                                                                \
+            for (int l = 0; l < 2 * L; ++l) x[i + l] = kern[idx[l]];                         \
         }                                                                                    \
     }                                                                                        \
     for (; i < end; ++i) {                                                                   \
@@ -72,6 +83,8 @@ typedef int32_t vint32x4 __attribute__((vector_size(16)));
 typedef double vdouble4 __attribute__((vector_size(32)));
 typedef int64_t vint64x4 __attribute__((vector_size(32)));
 typedef uint64_t vuint64x4 __attribute__((vector_size(32)));
+typedef uint8_t vuint8x8 __attribute__((vector_size(8)));
+typedef uint8_t vuint8x4 __attribute__((vector_size(4)));
 
 /* ln(v) for v > 0 and normal, four lanes: v = m 2^e with m in [sqrt(1/2), sqrt(2)),
  * ln m = 2 atanh(s), s = (m-1)/(m+1), |s| <= 0.1716, by its series to s^13 (relative error
@@ -174,10 +187,10 @@ void NAME(const REAL *g, const REAL *z, const TIME *t, int64_t begin, int64_t en
     }                                                                                        \
 }
 
-DEFINE_FORWARD(ttfs_forward_f32_u8, float, uint8_t, vfloat, vint32)
-DEFINE_FORWARD(ttfs_forward_f32_i32, float, int32_t, vfloat, vint32)
-DEFINE_FORWARD(ttfs_forward_f64_u8, double, uint8_t, vdouble, vint64)
-DEFINE_FORWARD(ttfs_forward_f64_i32, double, int32_t, vdouble, vint64)
+DEFINE_FORWARD(ttfs_forward_f32_u8, float, uint8_t, vfloat, vint32, vuint8x8)
+DEFINE_FORWARD(ttfs_forward_f32_i32, float, int32_t, vfloat, vint32, vint32)
+DEFINE_FORWARD(ttfs_forward_f64_u8, double, uint8_t, vdouble, vint64, vuint8x4)
+DEFINE_FORWARD(ttfs_forward_f64_i32, double, int32_t, vdouble, vint64, vint32x4)
 DEFINE_BACKWARD(ttfs_backward_f32_u8, float, uint8_t, vfloat4, vint32x4)
 DEFINE_BACKWARD(ttfs_backward_f32_i32, float, int32_t, vfloat4, vint32x4)
 DEFINE_BACKWARD(ttfs_backward_f64_u8, double, uint8_t, vdouble4, vint64x4)
