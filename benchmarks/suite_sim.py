@@ -149,8 +149,9 @@ def run(opts) -> dict:
              "same spikes and logits as the step-by-step reference rules bit for bit (spike times "
              "computed once per fire window, pooled once per window, read by the recorder; "
              "kernel tables cached; idle modules skipped). *Reference rules*: the same network "
-             "under `ttfs_plugin.timestep.reference_path()`, i.e. the simulation before this "
-             "work. `window-batched` (opt-in, `to_snntorch(model, window_batched=True)`): one "
+             "under `ttfs_plugin.timestep.reference_path()` (the literal per-step rules and "
+             "tables, as the simulation ran before the fast path; idle steps as now). "
+             "`window-batched` (opt-in, `to_snntorch(model, window_batched=True)`): one "
              "weight op per window on the decoded spike values; same spike times and "
              "predictions in float64, membrane trace not per step.",
              "*Weight ops*: time inside the synapses' weight ops during one run (forward hooks): "

@@ -165,8 +165,9 @@ def _emit(times: Tensor, k: int, T: int, fired: Tensor, dtype: torch.dtype
     """``(spikes, fired | spikes)`` at local time ``k`` of a window whose spike times are
     ``times``: spikes ``times == k`` in ``dtype``, tagged with the times. (A byte comparison
     into bytes, viewed as bool: comparisons that write bool, and bool-to-float copies, are
-    several times slower on the CPU.)"""
-    if times.dtype == torch.uint8:
+    several times slower on the CPU. Not under ``torch.compile``: inductor's C++ code for a
+    byte-to-bool view does not compile in torch 2.14, and it fuses the plain ops anyway.)"""
+    if times.dtype == torch.uint8 and not torch.compiler.is_compiling():
         hit = torch.eq(times, k, out=torch.empty_like(times))
         spikes, now = hit.to(dtype), hit.view(torch.bool)
     else:
