@@ -203,7 +203,7 @@ def compare_steps(nets: dict, batch_at: Callable[[int], tuple], repeats: int,
         net = nets[kind]
         reg = kind == "ttfs"
         loss, _ = total_loss(net(x), y, net, lambda_w=1e-4, lambda_tr=lambda_tr if reg else 0.0,
-                             lambda_tb=lambda_tb if reg else 0.0)
+                             lambda_tb=lambda_tb if reg else 0.0, with_parts=False)
         optim[kind].zero_grad(set_to_none=True)
         loss.backward()
         optim[kind].step()

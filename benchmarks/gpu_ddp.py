@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
             with autocast:
                 logits = model(x[mine])
             loss, _ = total_loss(logits.float(), y[mine], net, lambda_w=1e-4, lambda_tr=1e-4,
-                                 lambda_tb=1e-4)
+                                 lambda_tb=1e-4, with_parts=False)
             optim.zero_grad(set_to_none=True)
             loss.backward()
             optim.step()

@@ -168,7 +168,7 @@ def _training_steps(ctx: Context, activation: str, x, y, bf16: bool) -> dict:
         with _precision(ctx, bf16):
             logits = net(x)
         loss, _ = total_loss(logits.float(), y, net, lambda_w=1e-4, lambda_tr=reg,
-                             lambda_tb=reg)
+                             lambda_tb=reg, with_parts=False)
         optim.zero_grad(set_to_none=True)
         loss.backward()
         optim.step()

@@ -21,6 +21,7 @@ from ttfs_plugin.kernel import (
     encode,
     kernel_table,
     spike_regions,
+    tables,
     threshold_table,
     x_max,
     x_min,
@@ -306,3 +307,12 @@ def test_check_kernel_values_accepts():
 def test_check_kernel_values_rejects(tau, td, theta0):
     with pytest.raises(ConfigError):
         check_kernel_values(tau, td, theta0)
+
+
+@pytest.mark.parametrize("quantizer", ["ceil", "round"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_tables_in_one_go_are_the_two_tables_bit_for_bit(quantizer, dtype):
+    tau, td = torch.tensor(7.3, dtype=dtype), torch.tensor(0.4, dtype=dtype)
+    thresholds, kernel = tables(tau, td, 32, 0.9, quantizer)
+    assert torch.equal(thresholds, threshold_table(tau, td, 32, 0.9, quantizer))
+    assert torch.equal(kernel, kernel_table(tau, td, 32))

@@ -216,6 +216,41 @@ def test_kernel_regularisation_loss_by_hand():
         assert k.td.grad.item() == pytest.approx(2 * (k.td.item() - 0.5), rel=1e-5)
 
 
+def test_kernel_regularisation_loss_stacks_the_kernels_and_still_calls_other_regularisers():
+    class Custom(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = nn.Parameter(torch.tensor(2.0))
+
+        def regularisation(self):
+            return self.w ** 2
+
+    net = nn.Sequential(small_cnn(in_shape=(1, 12, 12), channels=(4, 8), hidden=16), Custom())
+    with torch.no_grad():
+        for i, k in enumerate(m for m in net.modules() if isinstance(m, TemporalKernel)):
+            k.tau.add_(0.1 * i)
+            k.td.sub_(0.3)
+    per_module = sum(m.regularisation() for m in net.modules() if hasattr(m, "regularisation"))
+    loss = losses.kernel_regularisation_loss(net)
+    torch.testing.assert_close(loss, per_module)
+    loss.backward()
+    assert net[1].w.grad.item() == 4.0
+    # kernels of another dtype than the rest are not stacked with them, and still counted
+    net[0].ttfs1.kernel.double()
+    torch.testing.assert_close(losses.kernel_regularisation_loss(net).double(),
+                               per_module.detach().double())
+
+
+def test_total_loss_without_parts_is_the_same_loss():
+    net = _cnn()
+    x, y = torch.rand(4, 1, 12, 12), torch.tensor([0, 1, 2, 3])
+    kwargs = dict(lambda_w=1e-3, lambda_tr=0.1, lambda_tb=1e-3)
+    logits = net(x)
+    loss, parts = losses.total_loss(logits, y, net, **kwargs)
+    quiet, none = losses.total_loss(logits, y, net, with_parts=False, **kwargs)
+    assert torch.equal(quiet, loss) and none == {} and set(parts) == {"ce", "l2", "tr", "tb"}
+
+
 def test_kernel_regularisation_loss_without_kernels_is_zero():
     assert losses.kernel_regularisation_loss(nn.Linear(3, 2)).item() == 0.0
     assert losses.spike_proxy_loss(nn.Linear(3, 2)).item() == 0.0

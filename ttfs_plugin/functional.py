@@ -19,8 +19,7 @@ from .kernel import (
     DEFAULT_QUANTIZER,
     check_quantizer,
     check_window,
-    kernel_table,
-    threshold_table,
+    tables,
 )
 
 GRAD_MODES = ("ste", "decode")
@@ -110,7 +109,7 @@ def eager_tables(tau: Tensor, td: Tensor, T: int, theta0: float, quantizer: str
     spike times at the thresholds; kept outside, a compiled model fires exactly as the eager one
     and as every simulator (which all use these tables)."""
     with torch.no_grad():
-        return (threshold_table(tau, td, T, theta0, quantizer), kernel_table(tau, td, T))
+        return tables(tau, td, T, theta0, quantizer)
 
 
 def relaxed_activation(z: Tensor, theta0: float = 1.0) -> Tensor:

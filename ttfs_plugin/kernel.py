@@ -109,12 +109,20 @@ def threshold_table(tau: Scalar, td: Scalar, T: int, theta0: float = 1.0,
     Entries that would underflow to 0 (tiny ``tau``) are held at the dtype's smallest normal
     number, so ``u <= 0`` never fires; ``encode`` stays exact on such a non-increasing table.
     """
+    return tables(tau, td, T, theta0, quantizer)[0]
+
+
+def tables(tau: Scalar, td: Scalar, T: int, theta0: float = 1.0,
+           quantizer: str = DEFAULT_QUANTIZER) -> tuple[Tensor, Tensor]:
+    """``(threshold_table, kernel_table)`` in one go: under ``"ceil"`` the thresholds are the
+    kernel table scaled (one ``exp`` for both); the values are those of the two functions."""
     check_quantizer(quantizer)
-    shift = 0.5 if quantizer == "round" else 0.0
     tau_t = _as_tensor(tau, td if isinstance(td, Tensor) else None)
     td_t = _as_tensor(td, tau_t)
-    table = theta0 * kernel_table(tau_t, td_t - shift if shift else td_t, T)
-    return table.clamp_min(torch.finfo(table.dtype).tiny)
+    kernel = kernel_table(tau_t, td_t, T)
+    shifted = kernel if quantizer == "ceil" else kernel_table(tau_t, td_t - 0.5, T)
+    thresholds = theta0 * shifted
+    return thresholds.clamp_min(torch.finfo(thresholds.dtype).tiny), kernel
 
 
 def x_max(tau: Scalar, td: Scalar) -> Tensor:

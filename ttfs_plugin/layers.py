@@ -76,8 +76,10 @@ class TemporalKernel(nn.Module):
                                self.quantizer)
 
     def firing_floor(self) -> Tensor:
-        """``thr[T-1]``: the lowest membrane potential that still spikes (detached)."""
-        return self.thresholds()[-1].detach()
+        """``thr[T-1]``: the lowest membrane potential that still spikes (detached; the table is
+        built without autograd, so asking for it every step costs a few small ops)."""
+        with torch.no_grad():
+            return self.thresholds()[-1]
 
     def regularisation(self) -> Tensor:
         """This layer's ``L_TR`` term: ``(tau - tau0)^2 + (td - td0)^2``."""

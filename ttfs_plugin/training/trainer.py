@@ -190,7 +190,7 @@ class Trainer:
                     logits.float(), y, network, lambda_w=cfg.lambda_w,
                     lambda_tr=cfg.lambda_tr if regularise else 0.0,
                     lambda_tb=cfg.lambda_tb if regularise else 0.0, tb_mode=cfg.tb_mode,
-                    tb_weighting=cfg.tb_weighting)
+                    tb_weighting=cfg.tb_weighting, with_parts=False)
                 value = loss.item()
                 if not math.isfinite(value):
                     raise TrainingDiverged(
