@@ -13,6 +13,7 @@ Every suite module has ``run(opts) -> dict`` returning::
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import json
 import os
@@ -189,24 +190,31 @@ def activation_hooks(net) -> tuple[list[float], list]:
 
 
 def compare_steps(nets: dict, batch_at: Callable[[int], tuple], repeats: int,
-                  lambda_tr: float, lambda_tb: float) -> dict:
-    """Time training steps (forward, Eq. 9 loss, backward, Adam) of ``nets["relu"]`` and
-    ``nets["ttfs"]`` on the same batches ``batch_at(i)``, alternated so both see the same machine
-    load; best of ``repeats`` after a warm-up, plus the activations' share of one extra, hooked
-    TTFS step (hooks add overhead, so they stay out of the timed steps)."""
+                  lambda_tr: float, lambda_tb: float,
+                  contexts: dict[str, Callable[[], contextlib.AbstractContextManager]] | None
+                  = None) -> dict:
+    """Time training steps (forward, Eq. 9 loss, backward, Adam) of ``nets["relu"]``,
+    ``nets["ttfs"]`` and any other TTFS variant in ``nets`` (a name starting ``ttfs``) on the same
+    batches ``batch_at(i)``, alternated so all see the same machine load; best of ``repeats``
+    after a warm-up, plus the activations' share of one extra, hooked TTFS step (hooks add
+    overhead, so they stay out of the timed steps). ``contexts[kind]()`` wraps that net's steps
+    (e.g. ``ttfs_plugin.ops.use_backend("reference")``)."""
     from ttfs_plugin.training import total_loss
 
     optim = {k: torch.optim.Adam(n.parameters(), lr=1e-3) for k, n in nets.items()}
+    contexts = contexts or {}
 
     def step(kind: str, i: int) -> None:
         x, y = batch_at(i)
         net = nets[kind]
-        reg = kind == "ttfs"
-        loss, _ = total_loss(net(x), y, net, lambda_w=1e-4, lambda_tr=lambda_tr if reg else 0.0,
-                             lambda_tb=lambda_tb if reg else 0.0, with_parts=False)
-        optim[kind].zero_grad(set_to_none=True)
-        loss.backward()
-        optim[kind].step()
+        reg = kind.startswith("ttfs")
+        with contexts.get(kind, contextlib.nullcontext)():
+            loss, _ = total_loss(net(x), y, net, lambda_w=1e-4,
+                                 lambda_tr=lambda_tr if reg else 0.0,
+                                 lambda_tb=lambda_tb if reg else 0.0, with_parts=False)
+            optim[kind].zero_grad(set_to_none=True)
+            loss.backward()
+            optim[kind].step()
 
     for kind in nets:  # warm-up
         step(kind, 0)
@@ -226,7 +234,9 @@ def compare_steps(nets: dict, batch_at: Callable[[int], tuple], repeats: int,
     for h in handles:
         h.remove()
     return {"repeats": repeats, "seconds": times, "best": best,
-            "ratio": best["ttfs"] / best["relu"], "activation_share": spent[0] / hooked,
+            "ratio": best["ttfs"] / best["relu"],
+            "ratios": {k: best[k] / best["relu"] for k in nets if k != "relu"},
+            "activation_share": spent[0] / hooked,
             "hooked_step_seconds": hooked, "activation_seconds": spent[0],
             "threads": torch.get_num_threads()}
 

@@ -45,13 +45,21 @@ def step_cost(batch: int, repeats: int, tiny: bool, size: dict) -> dict:
 
     train, _, _ = load_mnist9k(synthetic_ok=tiny)
     x, y = train.tensors[0][:batch], train.tensors[1][:batch]
+    from ttfs_plugin import ops
+
     torch.manual_seed(0)
     size = {k: tuple(v) if isinstance(v, list) else v for k, v in size.items()}
     nets = {"relu": small_cnn(activation="relu", **size),
-            "ttfs": small_cnn(activation="ttfs", **size)}
+            "ttfs": small_cnn(activation="ttfs", **size),
+            # the same TTFS net with the input encoder's kernel fixed (--freeze-input-kernel) …
+            "ttfs_frozen_input": small_cnn(activation="ttfs", freeze_input_kernel=True, **size),
+            # … and with the PyTorch reference activation instead of the fused kernel
+            "ttfs_reference": small_cnn(activation="ttfs", **size)}
     result = compare_steps(nets, lambda i: (x, y), repeats, lambda_tr=TTFS["lambda_tr"],
-                           lambda_tb=TTFS["lambda_tb"])
-    return {"batch": batch, **result}
+                           lambda_tb=TTFS["lambda_tb"],
+                           contexts={"ttfs_reference": lambda: ops.use_backend("reference")})
+    backend = ops.backend_for(x)
+    return {"batch": batch, "activation_kernel": backend, **result}
 
 
 def run(opts) -> dict:
@@ -96,17 +104,27 @@ def run(opts) -> dict:
     a, b = results[jobs[0][0]], results[jobs[1][0]]
     b_sub = results[jobs[3][0]]
     peers = {"snnTorch": results[jobs[4][0]], "Norse": results[jobs[5][0]]}
-    goals = [goal("surrogate training step vs ReLU DNN (same batch)", "≤ 1.3×",
-                  f"{step['ratio']:.2f}× ({1e3 * step['best']['ttfs']:.0f} ms vs "
-                  f"{1e3 * step['best']['relu']:.0f} ms, batch {step['batch']}, best of "
-                  f"{step['repeats']})", step["ratio"] <= 1.3,
-                  "" if step["ratio"] <= 1.3 else
-                  f"the TTFS activations (the input encoder and 3 hidden layers) take "
-                  f"{100 * step['activation_share']:.0f} % of the TTFS step: element-wise "
-                  "`bucketize` encode, gather decode and the straight-through backward "
-                  "(`where`, `log`, divisions, reductions) over every neuron cost more than the "
-                  "small network's convolutions on CPU; the scale suite shows the ratio as the "
-                  "network widens")]
+    best, ratios = step["best"], step["ratios"]
+    why_slow = (f"the fused TTFS activations (the input encoder and 3 hidden layers) still take "
+                f"{100 * step['activation_share']:.0f} % of the TTFS step: the forward compares "
+                "every neuron with all 32 thresholds, the ste backward takes a float64 log per "
+                "neuron for dL/dtau, where ReLU does one comparison each way; and the input "
+                "encoder's trainable kernel makes conv1 compute its input gradient")
+    goals = [goal("surrogate training step vs ReLU DNN (same batch)", "≤ 1.3× (target 1.15×)",
+                  f"{step['ratio']:.2f}× ({1e3 * best['ttfs']:.0f} ms vs "
+                  f"{1e3 * best['relu']:.0f} ms, batch {step['batch']}, best of "
+                  f"{step['repeats']}; activation kernel: {step['activation_kernel']})",
+                  step["ratio"] <= 1.3, "" if step["ratio"] <= 1.3 else why_slow),
+             goal("… the same with the input encoder's kernel frozen (--freeze-input-kernel)",
+                  "≤ 1.3×", f"{ratios['ttfs_frozen_input']:.2f}× "
+                  f"({1e3 * best['ttfs_frozen_input']:.0f} ms)",
+                  ratios["ttfs_frozen_input"] <= 1.3,
+                  "" if ratios["ttfs_frozen_input"] <= 1.3 else
+                  "the activations' own cost (see above), without conv1's input gradient"),
+             goal("… the same with the PyTorch reference activation (TTFS_FUSED=0)",
+                  "(for reference)", f"{ratios['ttfs_reference']:.2f}× "
+                  f"({1e3 * best['ttfs_reference']:.0f} ms)", None,
+                  "what a machine without a C compiler runs")]
     epoch_ratio = b["epoch_seconds_full"] / a["epoch_seconds_full"]
     goals.append(goal("surrogate epoch vs ReLU epoch (full data, separate processes)",
                       "(for reference)", f"{epoch_ratio:.2f}×", None,
@@ -115,17 +133,17 @@ def run(opts) -> dict:
         speed = p["epoch_seconds_full"] / b["epoch_seconds_full"]
         acc_ok = b_sub["accuracy"] >= p["accuracy"]
         spk_ok = b_sub["spikes_per_sample"] < p["spikes_per_sample"]
-        met = speed >= 10 and acc_ok and spk_ok
+        met = speed >= 30 and acc_ok and spk_ok
         why = []
-        if speed < 10:
-            why.append("slower than 10×")
+        if speed < 30:
+            why.append("less than 30× faster")
         if not acc_ok:
             why.append(f"less accurate than {name} on the same subset")
         if not spk_ok:
             why.append(f"more spikes than {name}")
         goals.append(goal(
-            f"epoch ≥ 10× faster than {name} BPTT, at equal or better accuracy and fewer "
-            "spikes", "≥ 10×, acc ≥, spikes <",
+            f"epoch ≥ 30× faster than {name} BPTT, at equal or better accuracy and fewer "
+            "spikes", "≥ 30×, acc ≥, spikes <",
             f"{speed:.1f}× faster; accuracy {100 * b_sub['accuracy']:.2f} % vs "
             f"{100 * p['accuracy']:.2f} % (same {p['train_samples']:,} images, "
             f"{len(p['epoch_seconds'])} epochs); spikes {b_sub['spikes_per_sample']:,.0f} vs "
@@ -178,9 +196,11 @@ def run(opts) -> dict:
         "built, i.e. what training and evaluation added.",
         f"Per-step cost: small CNN, batch {step['batch']}, ReLU and TTFS steps alternated "
         f"({step['repeats']} each after a warm-up), best of each: ReLU "
-        f"{1e3 * step['best']['relu']:.0f} ms, TTFS {1e3 * step['best']['ttfs']:.0f} ms, "
-        f"{threads_text()}; time inside the TTFS activations (forward and "
-        f"backward hooks, one extra step): {100 * step['activation_share']:.0f} % of the step.",
+        f"{1e3 * best['relu']:.0f} ms, TTFS {1e3 * best['ttfs']:.0f} ms (input kernel frozen "
+        f"{1e3 * best['ttfs_frozen_input']:.0f} ms, PyTorch reference activation "
+        f"{1e3 * best['ttfs_reference']:.0f} ms), {threads_text()}; time inside the TTFS "
+        f"activations (forward and backward hooks, one extra step): "
+        f"{100 * step['activation_share']:.0f} % of the step.",
     ]
     if opts.tiny:
         notes.insert(0, "**Tiny smoke setting (`--tiny`): numbers are meaningless.**")
