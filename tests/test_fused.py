@@ -206,3 +206,57 @@ def test_the_triton_kernels_match_the_reference_in_the_interpreter():
                           env=env, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "triton kernels match" in done.stdout
+
+
+def test_a_failing_triton_kernel_is_given_up_for_the_reference(monkeypatch):
+    # No GPU here: pretend the activation was on CUDA and Triton failed to compile.
+    def broken(*args):
+        raise RuntimeError("PTX assembly failed")
+
+    monkeypatch.setattr(ops.cuda, "_failure", None)
+    monkeypatch.setattr(ops, "backend_for", lambda like: "cuda")
+    monkeypatch.setattr(ops.cuda, "forward", broken)
+    z = torch.rand(1000) * 2
+    with pytest.warns(RuntimeWarning, match="Triton.*PTX assembly failed.*PyTorch reference"):
+        x, t = ops.ttfs_forward(z, *_tables(32))
+    assert torch.equal(x, ops.reference.forward(z, *_tables(32))[0])
+    assert "PTX assembly failed" in ops.cuda.failure()
+    assert not ops.cuda.supports(z)
+
+
+def test_other_kernel_errors_are_not_swallowed(monkeypatch):
+    def broken(*args):
+        raise RuntimeError("a real bug")
+
+    monkeypatch.setattr(cpu, "forward", broken)
+    monkeypatch.setitem(ops._IMPLEMENTATIONS, "cpu", cpu)
+    with pytest.raises(RuntimeError, match="a real bug"):
+        ops.ttfs_forward(torch.rand(10), *_tables(32))
+
+
+def _tables(T):
+    thr = threshold_table(torch.tensor(5.0), torch.tensor(0.0), T)
+    return thr, torch.cat([kernel_table(torch.tensor(5.0), torch.tensor(0.0), T),
+                           torch.zeros(1)])
+
+
+def _child_uses_the_kernel_pool(queue):
+    done = []
+    cpu._run([lambda: done.append(1), lambda: done.append(2)])  # two calls: the thread pool
+    queue.put(sorted(done))
+
+
+@pytest.mark.skipif(not hasattr(os, "register_at_fork"), reason="no fork on this platform")
+def test_a_forked_child_gets_a_fresh_kernel_thread_pool():
+    import multiprocessing
+
+    cpu._run([lambda: None, lambda: None])  # the parent's pool now has threads
+    assert cpu._pool is not None
+    context = multiprocessing.get_context("fork")
+    queue = context.Queue()
+    child = context.Process(target=_child_uses_the_kernel_pool, args=(queue,))
+    child.start()
+    child.join(timeout=60)
+    if child.exitcode is None:
+        child.kill()
+    assert child.exitcode == 0 and queue.get(timeout=5) == [1, 2]

@@ -69,10 +69,24 @@ def backend_for(z: Tensor) -> str:
 _IMPLEMENTATIONS = {"cpu": cpu, "cuda": cuda, "reference": reference}
 
 
+def _call(which: str, like: Tensor, *args):
+    """``which`` (``"forward"``/``"backward"``) of the kernel :func:`backend_for` picks. A
+    Triton kernel that fails (install or compiler trouble, not a wrong input: the inputs are
+    the reference's too) is given up with a warning and the reference answers."""
+    backend = backend_for(like)
+    try:
+        return getattr(_IMPLEMENTATIONS[backend], which)(*args)
+    except Exception as error:  # noqa: BLE001 - only the Triton path falls back
+        if backend != "cuda":
+            raise
+        cuda.give_up(error)
+        return getattr(reference, which)(*args)
+
+
 @torch.library.custom_op("ttfs_plugin::ttfs_forward", mutates_args=())
 def ttfs_forward(z: Tensor, thresholds: Tensor, kernel: Tensor) -> tuple[Tensor, Tensor]:
     """Spike times ``t`` (uint8, int32 for ``T >= 256``) and values ``x = kernel[t]``."""
-    return _IMPLEMENTATIONS[backend_for(z)].forward(z, thresholds, kernel)
+    return _call("forward", z, z, thresholds, kernel)
 
 
 @ttfs_forward.register_fake
@@ -84,8 +98,7 @@ def _(z: Tensor, thresholds: Tensor, kernel: Tensor) -> tuple[Tensor, Tensor]:
 def ttfs_backward(grad_x: Tensor, z: Tensor | None, t: Tensor, kernel: Tensor, theta0: float,
                   ste: bool, need_z: bool) -> tuple[Tensor, Tensor]:
     """``dL/dz`` (empty unless ``need_z``) and the four kernel-gradient sums."""
-    return _IMPLEMENTATIONS[backend_for(grad_x)].backward(grad_x, z, t, kernel, theta0, ste,
-                                                           need_z)
+    return _call("backward", grad_x, grad_x, z, t, kernel, theta0, ste, need_z)
 
 
 @ttfs_backward.register_fake

@@ -133,6 +133,16 @@ def _ranges(n: int, block: int) -> list[tuple[int, int]]:
     return [(b * block, min(n, (b + per) * block)) for b in range(0, blocks, per)]
 
 
+def _forget_pool() -> None:
+    """In a forked child the pool's threads are gone: start a new pool there when needed."""
+    global _pool
+    _pool = None
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_pool)
+
+
 def _run(calls) -> None:
     global _pool
     if len(calls) == 1:

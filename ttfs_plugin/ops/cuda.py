@@ -8,6 +8,7 @@ kernels run on CPU tensors, which is how the tests check them on a machine witho
 from __future__ import annotations
 
 import importlib.util
+import warnings
 
 import torch
 from torch import Tensor
@@ -23,8 +24,27 @@ def available() -> bool:
     return importlib.util.find_spec("triton") is not None
 
 
+_failure: str | None = None
+
+
 def supports(z: Tensor) -> bool:
-    return z.device.type == "cuda" and z.dtype in SUPPORTED_DTYPES and available()
+    return (z.device.type == "cuda" and z.dtype in SUPPORTED_DTYPES and _failure is None
+            and available())
+
+
+def failure() -> str | None:
+    """Why the Triton kernels were given up (``None``: they were not)."""
+    return _failure
+
+
+def give_up(error: BaseException) -> None:
+    """Stop using the Triton kernels in this process (a broken Triton install, a GPU it cannot
+    compile for), with one warning; the PyTorch reference runs instead."""
+    global _failure
+    _failure = f"{type(error).__name__}: {error}"
+    warnings.warn(f"ttfs_plugin: the fused CUDA TTFS activation (Triton) failed ({_failure}); "
+                  "using the PyTorch reference, which gives the same results more slowly. Set "
+                  "TTFS_FUSED=0 to choose it silently.", RuntimeWarning, stacklevel=4)
 
 
 _kernels = None
