@@ -20,7 +20,7 @@ from benchmarks.suite_train import COLUMNS as TRAIN_COLUMNS  # noqa: E402
 EXPECTED = {
     "train": (TRAIN_COLUMNS, 6, {"test accuracy", "spikes/sample", "spikes/neuron", "time steps",
                                  "peak RSS (MiB)"}),
-    "sim": (SIM_COLUMNS, 4, {"surrogate forward (ms)", "simulated batch (ms)",
+    "sim": (SIM_COLUMNS, 8, {"surrogate forward (ms)", "simulated batch (ms)",
                              "simulated samples/s"}),
     "ablation": (ABLATION_COLUMNS, 5, {"test accuracy (mean ± std)",
                                        "spikes/sample (mean ± std)"}),

@@ -260,3 +260,11 @@ def test_a_forked_child_gets_a_fresh_kernel_thread_pool():
     if child.exitcode is None:
         child.kill()
     assert child.exitcode == 0 and queue.get(timeout=5) == [1, 2]
+
+
+@pytest.mark.parametrize("grad_mode", F.GRAD_MODES)
+def test_an_empty_batch_goes_through_forward_and_backward(grad_mode):
+    z = torch.rand(0, 3, 4)
+    fused = activation(z, "fused", 16, grad_mode)
+    assert fused[0].shape == fused[1].shape == (0, 3, 4)
+    assert fused[2] == 0 and fused[3] == 0

@@ -128,6 +128,8 @@ def supports(z: Tensor) -> bool:
 def _ranges(n: int, block: int) -> list[tuple[int, int]]:
     """Whole blocks shared over the torch thread count (one range for small tensors)."""
     blocks = -(-n // block)
+    if blocks == 0:
+        return []  # an empty tensor: nothing to do
     threads = max(1, min(torch.get_num_threads(), blocks))
     per = -(-blocks // threads)
     return [(b * block, min(n, (b + per) * block)) for b in range(0, blocks, per)]
@@ -145,8 +147,9 @@ if hasattr(os, "register_at_fork"):
 
 def _run(calls) -> None:
     global _pool
-    if len(calls) == 1:
-        calls[0]()
+    if len(calls) <= 1:
+        for call in calls:
+            call()
         return
     if _pool is None:
         _pool = ThreadPoolExecutor(thread_name_prefix="ttfs-kernel")
