@@ -73,3 +73,31 @@ def test_a_network_traced_by_aot_autograd_gives_the_eager_gradients_exactly():
     logits_c, compiled = gradients(torch.compile(net, backend="aot_eager"))
     assert torch.equal(logits_c, logits)
     assert all(torch.equal(c, e) for c, e in zip(compiled, eager))
+
+
+FIRST_CALL_COMPILED = r"""
+import torch
+from ttfs_plugin.layers import TTFSActivation
+act = TTFSActivation(T=32, tau=7.3, td=0.4)
+thresholds = act.kernel.thresholds().detach()
+z = torch.cat([torch.rand(20_000, generator=torch.Generator().manual_seed(0)) * 1.8 - 0.1,
+               thresholds, torch.nextafter(thresholds, torch.zeros_like(thresholds))])
+compiled = torch.compile(act)(z)   # the very first call of the activation is a compiled one
+eager = act(z)
+assert torch.equal(compiled, eager), int((compiled != eager).sum())
+import sys
+print("dynamo imported at import:", "torch._dynamo" in sys.modules)
+"""
+
+
+def test_the_first_call_may_be_a_compiled_one_and_importing_does_not_import_dynamo():
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", "import sys, ttfs_plugin, ttfs_plugin.models; "
+                           "print('torch._dynamo' in sys.modules)"],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and done.stdout.strip() == "False", done.stderr[-2000:]
+    done = subprocess.run([sys.executable, "-c", FIRST_CALL_COMPILED], capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]

@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -101,7 +102,22 @@ def ttfs_activation(
     return _TTFSActivation.apply(z, tau, td, thresholds, kernel, T, float(theta0), grad_mode)
 
 
-@torch.compiler.disable
+def _never_compiled(fn):
+    """``torch.compiler.disable(fn)``, made at the first call: applying it at import would import
+    ``torch._dynamo`` (about 1.7 s) for every ``import ttfs_plugin``, compiled or not."""
+    disabled = None
+
+    @functools.wraps(fn)
+    def call(*args, **kwargs):
+        nonlocal disabled
+        if disabled is None:
+            disabled = torch.compiler.disable(fn)
+        return disabled(*args, **kwargs)
+
+    return call
+
+
+@_never_compiled
 def eager_tables(tau: Tensor, td: Tensor, T: int, theta0: float, quantizer: str
                  ) -> tuple[Tensor, Tensor]:
     """``(threshold_table, kernel_table)``, detached, always computed eagerly: inside a
