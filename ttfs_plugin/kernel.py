@@ -17,6 +17,7 @@ from typing import Union
 import torch
 from torch import Tensor
 
+from . import ops
 from .errors import ConfigError
 
 Scalar = Union[float, Tensor]
@@ -141,15 +142,14 @@ def x_min(tau: Scalar, td: Scalar, T: int) -> Tensor:
 def encode(u: Tensor, thresholds: Tensor) -> Tensor:
     """Spike time ``t = #{k : u < thr[k]}`` (int64; ``T`` means no spike).
 
-    Equals the first ``k`` with ``u >= thr[k]`` of a step-by-step simulation, bit for bit:
-    ``bucketize`` on the ascending (flipped) table counts ``thr[k] <= u`` with the same float
-    comparison the simulator makes, and needs no ``T``-fold temporary.
+    Equals the first ``k`` with ``u >= thr[k]`` of a step-by-step simulation, bit for bit: the
+    fused forward op (:mod:`ttfs_plugin.ops`) counts ``thr[k] <= u`` with the same float
+    comparison the simulator makes (its PyTorch reference: ``bucketize`` on the ascending table),
+    needs no ``T``-fold temporary, and never fires NaN.
     """
-    ascending = thresholds.detach().to(u.dtype).flip(0).contiguous()
-    T = ascending.numel()
-    t = T - torch.bucketize(u.detach().contiguous(), ascending, right=True)
-    # NaN compares false with every threshold: never fires (bucketize would say t = 0).
-    return t.masked_fill_(torch.isnan(u.detach()), T)
+    thr = thresholds.detach().to(u.dtype)
+    no_values = thr.new_zeros(thr.numel() + 1)  # only t is wanted
+    return ops.ttfs_forward(u.detach(), thr, no_values)[1].long()
 
 
 def decode(t: Tensor, kernel: Tensor) -> Tensor:
