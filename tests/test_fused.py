@@ -12,6 +12,7 @@ import torch
 
 from ttfs_plugin import functional as F
 from ttfs_plugin import ops
+from ttfs_plugin.errors import ConfigError
 from ttfs_plugin.kernel import QUANTIZERS, kernel_table, threshold_table
 from ttfs_plugin.ops import cpu
 
@@ -142,7 +143,7 @@ def test_the_reference_is_chosen_by_environment_variable(monkeypatch):
     assert ops.backend_for(z) == "reference"
     with ops.use_backend("fused"):  # an explicit choice beats the environment
         assert ops.backend_for(z) == "cpu"
-    with pytest.raises(ValueError, match="unknown TTFS activation backend"):
+    with pytest.raises(ConfigError, match="unknown TTFS activation backend 'gpu'; choose one"):
         with ops.use_backend("gpu"):
             pass
 
@@ -176,6 +177,7 @@ def test_a_failed_build_leaves_no_file_behind(monkeypatch, tmp_path):
 TRITON_CHECK = r"""
 import torch
 from ttfs_plugin import ops
+from ttfs_plugin.errors import ConfigError
 from ttfs_plugin.ops import cuda, reference
 from ttfs_plugin.kernel import kernel_table, threshold_table
 for dtype in (torch.float32, torch.float64):

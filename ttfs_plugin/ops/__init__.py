@@ -21,6 +21,7 @@ from collections.abc import Iterator
 import torch
 from torch import Tensor
 
+from ..errors import unknown_name
 from . import cpu, cuda, reference
 from .reference import spike_time_dtype, sums_dtype
 
@@ -47,7 +48,7 @@ def use_backend(name: str) -> Iterator[None]:
     """Run the activation with ``name`` (one of :data:`BACKENDS`) inside the block."""
     global _choice
     if name not in BACKENDS:
-        raise ValueError(f"unknown TTFS activation backend {name!r}; use one of {list(BACKENDS)}")
+        raise unknown_name("TTFS activation backend", name, BACKENDS)
     previous, _choice = _choice, name
     try:
         yield
