@@ -316,8 +316,9 @@ def simulate(net: nn.Module, x: Tensor, steps: int | None = None) -> SimulationR
 
     ``x``: the input batch (analog input: one current impulse at step 0, zeros afterwards), or
     for a network with ``input_mode="spikes"`` its spike train ``(T, B, ...)``. Runs with
-    autograd as the caller has it: under ``torch.no_grad()`` for evaluation, without it to
-    train through time on ``result.logits``.
+    autograd as the caller has it: under ``torch.no_grad()`` for evaluation (spike times once
+    per fire window, cached tables: several times faster), without it to train through time on
+    ``result.logits`` (every step's surrogate spike, and the graph kept).
     """
     return run_simulation(net, x, lambda x_t, state: net(x_t, state), steps, _logits(net))
 
