@@ -30,7 +30,7 @@ from .reference import spike_time_dtype
 SOURCE = Path(__file__).with_name("ttfs_activation.c")
 #: Environment variable naming the folder built kernels are kept in.
 KERNEL_DIR_ENV = "TTFS_KERNEL_DIR"
-_FLAGS = ["-O3", "-std=c99", "-fPIC", "-shared", "-Wno-psabi"]
+_FLAGS = ["-O3", "-std=c99", "-ffp-contract=fast", "-fPIC", "-shared", "-Wno-psabi"]
 
 _lock = threading.Lock()
 _library: ctypes.CDLL | None = None

@@ -18,7 +18,12 @@
 #define VEC_BYTES 32 /* one AVX register; two SSE registers where AVX is missing */
 #define COUNT_MAX 64 /* up to this T, count comparisons (vectorises); above, binary search */
 
-#if defined(__GNUC__) && defined(__x86_64__) && !defined(__clang__)
+/* x86-64 with GCC: a clone for AVX2 + FMA CPUs (x86-64-v3; GCC 11+) beside the baseline one,
+ * picked at load time. FMA only changes the rounding of the float64 sums (built with
+ * -ffp-contract=fast), never a spike time, x or dL/dz (no sum there to contract). */
+#if defined(__GNUC__) && defined(__x86_64__) && !defined(__clang__) && __GNUC__ >= 11
+#define MULTIVERSION __attribute__((target_clones("arch=x86-64-v3", "default")))
+#elif defined(__GNUC__) && defined(__x86_64__) && !defined(__clang__)
 #define MULTIVERSION __attribute__((target_clones("avx2", "default")))
 #else
 #define MULTIVERSION
