@@ -376,3 +376,26 @@ def test_window_batched_save_and_load(tmp_path):
         assert all(getattr(m, "window_batched", True) for m in again.modules()
                    if hasattr(m, "source_index"))
         assert torch.equal(a.logits.argmax(1), b.logits.argmax(1))
+
+
+def test_window_batched_nets_in_the_users_own_loops_give_simulates_logits():
+    # The way a snnTorch user steps a net (snntorch.utils.reset, then spk = net(x_t)) and a
+    # Norse user steps a SequentialState (out, state = net(x_t, state)): the last output is the
+    # logits that simulate() reports, twice in a row (a second run starts cleanly).
+    import snntorch.utils
+
+    model, x = build("cnn-max", "ceil", torch.float64)
+    zeros = torch.zeros_like(x)
+    snn_net = tsnn.to_snntorch(model, window_batched=True)
+    norse_net = tnorse.to_norse(model, window_batched=True)
+    with torch.no_grad():
+        want = tsnn.simulate(tsnn.to_snntorch(model, window_batched=True), x).logits
+        for _ in range(2):
+            snntorch.utils.reset(snn_net)
+            for s in range(tsnn.num_steps(snn_net)):
+                out = snn_net(x if s == 0 else zeros)
+            assert torch.equal(out, want)
+            state = None
+            for s in range(tnorse.num_steps(norse_net)):
+                out, state = norse_net(x if s == 0 else zeros, state)
+            torch.testing.assert_close(out, want, rtol=0, atol=1e-12)

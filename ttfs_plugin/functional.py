@@ -47,7 +47,7 @@ class _TTFSActivation(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, z, tau, td, thresholds, kernel, T, theta0, grad_mode):
+    def forward(ctx, z, tau, td, thresholds, kernel, theta0, grad_mode):
         padded = torch.cat([kernel.to(z.dtype), kernel.new_zeros(1, dtype=z.dtype)])
         x, t = ops.ttfs_forward(z, thresholds.to(z.dtype), padded)
         ste = grad_mode == "ste"
@@ -63,7 +63,7 @@ class _TTFSActivation(torch.autograd.Function):
                                          ctx.ste, need_z)
         grad_tau, grad_td = ops.kernel_gradients(sums, tau, td, ctx.ste)
         return (grad_z.view_as(grad_x) if need_z else None, grad_tau if need_tau else None,
-                grad_td if need_td else None, None, None, None, None, None)
+                grad_td if need_td else None, None, None, None, None)
 
 
 def check_grad_mode(grad_mode: str) -> str:
@@ -99,7 +99,7 @@ def ttfs_activation(
     tau = torch.as_tensor(tau, device=z.device)
     td = torch.as_tensor(td, device=z.device)
     thresholds, kernel = eager_tables(tau, td, T, float(theta0), quantizer)
-    return _TTFSActivation.apply(z, tau, td, thresholds, kernel, T, float(theta0), grad_mode)
+    return _TTFSActivation.apply(z, tau, td, thresholds, kernel, float(theta0), grad_mode)
 
 
 def _never_compiled(fn):

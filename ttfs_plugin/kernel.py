@@ -139,8 +139,8 @@ def x_min(tau: Scalar, td: Scalar, T: int) -> Tensor:
     return torch.exp(-((T - 1) - _as_tensor(td, tau_t)) / tau_t)
 
 
-def encode(u: Tensor, thresholds: Tensor) -> Tensor:
-    """Spike time ``t = #{k : u < thr[k]}`` (int64; ``T`` means no spike).
+def encode(u: Tensor, thresholds: Tensor, dtype: torch.dtype = torch.long) -> Tensor:
+    """Spike time ``t = #{k : u < thr[k]}`` (``dtype``, int64 by default; ``T`` means no spike).
 
     Equals the first ``k`` with ``u >= thr[k]`` of a step-by-step simulation, bit for bit: the
     fused forward op (:mod:`ttfs_plugin.ops`) counts ``thr[k] <= u`` with the same float
@@ -149,7 +149,7 @@ def encode(u: Tensor, thresholds: Tensor) -> Tensor:
     """
     thr = thresholds.detach().to(u.dtype)
     no_values = thr.new_zeros(thr.numel() + 1)  # only t is wanted
-    return ops.ttfs_forward(u.detach(), thr, no_values)[1].long()
+    return ops.ttfs_forward(u.detach(), thr, no_values)[1].to(dtype)
 
 
 def decode(t: Tensor, kernel: Tensor) -> Tensor:

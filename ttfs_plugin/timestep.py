@@ -44,6 +44,7 @@ from torch import Tensor, nn
 from .errors import InputShapeError
 from .kernel import decode, encode
 from .layers import check_intensities
+from .ops import spike_time_dtype
 
 SpikeFn = Callable[[Tensor], Tensor]
 
@@ -136,18 +137,11 @@ def fast_paths_enabled() -> bool:
     return _FAST[0]
 
 
-def time_dtype(T: int) -> torch.dtype:
-    """The type spike times ``0 … T`` are kept in during a fire window: uint8 for ``T < 256``
-    (a per-step ``times == k`` is then one vectorised byte comparison whose result is already
-    the bool mask and converts to floats cheaply), else int32 / int64."""
-    return torch.uint8 if T < 256 else torch.int32 if T < 2 ** 31 - 1 else torch.long
-
-
 class SpikeTimes(NamedTuple):
     """What a fast-path spike tensor carries (as its ``_ttfs_times`` tag): it is ``times == k``.
 
-    ``times`` int (:func:`time_dtype`): the local time at which each unit spikes, ``T`` never
-    (again); ``k`` the local time of this step.
+    ``times`` (:func:`ttfs_plugin.ops.spike_time_dtype`: uint8 for ``T < 256``): the local time
+    at which each unit spikes, ``T`` never (again); ``k`` the local time of this step.
     """
 
     times: Tensor
@@ -188,14 +182,16 @@ def _monotone(thresholds: Tensor) -> bool:
 
 
 def fire_times(mem: Tensor, fired: Tensor, thresholds: Tensor, k: int) -> Tensor:
-    """Spike times of a fire window from local time ``k`` on (:func:`time_dtype`): with ``mem``
-    fixed and ``thr`` non-increasing, an unfired neuron spikes at ``max(encode(mem, thr), k)``;
-    a fired one never again (``T``). The step-by-step rule's spikes, bit for bit."""
+    """Spike times of a fire window from local time ``k`` on (:func:`spike_time_dtype`: a byte
+    for ``T < 256``, so a per-step ``times == k`` is one vectorised byte comparison whose result
+    is already the bool mask): with ``mem`` fixed and ``thr`` non-increasing, an unfired neuron
+    spikes at ``max(encode(mem, thr), k)``; a fired one never again (``T``). The step-by-step
+    rule's spikes, bit for bit."""
     T = thresholds.shape[0]
-    t = encode(mem, thresholds)
+    t = encode(mem, thresholds, spike_time_dtype(T))
     if k > 0:
         t = t.clamp_min_(k)
-    return t.masked_fill_(fired, T).to(time_dtype(T))
+    return t.masked_fill_(fired, T)
 
 
 def _fast_fire(mem: Tensor, fired: Tensor, thresholds: Tensor, k: int
