@@ -270,3 +270,41 @@ def test_an_empty_batch_goes_through_forward_and_backward(grad_mode):
     fused = activation(z, "fused", 16, grad_mode)
     assert fused[0].shape == fused[1].shape == (0, 3, 4)
     assert fused[2] == 0 and fused[3] == 0
+
+
+@pytest.mark.parametrize("quantizer", QUANTIZERS)
+@pytest.mark.parametrize("T", [2, 32, 255, 300])
+@pytest.mark.parametrize("tau,td", [(0.3, 0.0), (1.0, -5.0), (3.0, 3.0), (10.0, 0.0),
+                                    (50.0, 0.7), (400.0, 0.0), (5000.0, 2.0)])
+def test_float32_bucket_forward_equals_the_reference_for_every_kernel_shape(T, tau, td,
+                                                                            quantizer):
+    """The float32 forward reads a bucket table built per call from the thresholds; kernels
+    from very steep to nearly flat (where it falls back to comparing) give the reference's t."""
+    z = inputs(T, torch.float32, quantizer, tau=tau, td=td, theta0=1.0)
+    thr = threshold_table(torch.tensor(tau), torch.tensor(td), T, 1.0, quantizer)
+    kern = kernel_table(torch.tensor(tau), torch.tensor(td), T)
+    padded = torch.cat([kern, kern.new_zeros(1)])
+    x_f, t_f = ops.ttfs_forward(z, thr, padded)
+    with ops.use_backend("reference"):
+        x_r, t_r = ops.ttfs_forward(z, thr, padded)
+    assert torch.equal(t_f, t_r)
+    assert torch.equal(x_f, x_r)
+
+
+def test_the_default_kernels_take_the_bucket_table_and_odd_tables_the_comparisons():
+    for tau, T in ((10.0, 32), (2.0, 255), (40.0, 1000)):
+        assert cpu.uses_buckets(threshold_table(torch.tensor(tau), torch.tensor(0.0), T, 1.0))
+    served = {(4.0, 2.0, 2.0, 2.0, 1.0): True,  # equal entries (a floored table's tail)
+              (3.0, 1.0, 0.0): False,  # not positive
+              (float("inf"), 1.0, 0.5): False,  # not finite
+              (1.0, 1.0 - 2**-24, 0.5): False}  # closer than a bucket can be
+    for table, buckets in served.items():
+        thr = torch.tensor(table)
+        assert cpu.uses_buckets(thr) == buckets
+        z = torch.cat([torch.linspace(-1, 5, 10_001), thr, torch.nextafter(thr, -thr.abs() - 1)])
+        kern = torch.linspace(1, 0.1, len(table) + 1)
+        x_f, t_f = ops.ttfs_forward(z, thr, kern)
+        with ops.use_backend("reference"):
+            x_r, t_r = ops.ttfs_forward(z, thr, kern)
+        assert torch.equal(t_f, t_r)
+        assert torch.equal(x_f, x_r)

@@ -93,6 +93,8 @@ def _declare(lib: ctypes.CDLL) -> None:
                                                             i32, p, p]
         getattr(lib, f"ttfs_backward_{suffix}").restype = None
     lib.ttfs_block_size.restype = i32
+    lib.ttfs_forward_buckets_f32.argtypes = [p, i32]
+    lib.ttfs_forward_buckets_f32.restype = i32
 
 
 def library() -> ctypes.CDLL | None:
@@ -170,6 +172,15 @@ def forward(z: Tensor, thresholds: Tensor, kernel: Tensor) -> tuple[Tensor, Tens
     _run([lambda b=b, e=e: fn(args[0], b, e, args[1], args[2], T, args[3], args[4])
           for b, e in _ranges(z.numel(), lib.ttfs_block_size())])
     return x, t
+
+
+def uses_buckets(thresholds: Tensor) -> bool:
+    """Whether the float32 forward serves ``thresholds`` with its bucket table (two table reads
+    per neuron) rather than by comparing with every threshold (same results, slower)."""
+    lib = library()
+    assert lib is not None
+    thr = thresholds.to(torch.float32).contiguous()
+    return bool(lib.ttfs_forward_buckets_f32(thr.data_ptr(), thr.numel()))
 
 
 def backward(grad_x: Tensor, z: Tensor | None, t: Tensor, kernel: Tensor, theta0: float,

@@ -91,6 +91,134 @@ typedef uint64_t vuint64x4 __attribute__((vector_size(32)));
 typedef uint8_t vuint8x8 __attribute__((vector_size(8)));
 typedef uint8_t vuint8x4 __attribute__((vector_size(4)));
 
+
+/* Float32 forward by a bucket table (any T): positive floats order as their bit patterns, so the
+ * range [thr[T-1], thr[0]] is cut into NB buckets of 2^shift bit patterns, no wider than the
+ * closest two distinct thresholds. A bucket then holds at most one distinct threshold value v
+ * (m equal entries of the table: a table floored at the smallest float repeats its last one);
+ * its entry keeps t0 = #{k : first < thr[k]} at the bucket's first value, m and v (+inf when
+ * there is none), and t = t0 - m (z >= v): the same count as above, with two table reads instead
+ * of T comparisons. Built per call (NB <= LUT_MAX entries, each checked against a binary
+ * search); a table it cannot serve (not positive, finite and non-increasing, thresholds too
+ * close, T > 65535) keeps the comparison loop. */
+#define LUT_MAX 4096
+typedef struct {
+    uint32_t lo, hi;  /* bit patterns of thr[T-1] and thr[0] */
+    int32_t shift, nb;
+    int32_t *t;   /* LUT_MAX + 1 entries, t0 | m << 16; entry nb: the lanes outside [lo, hi] */
+    float *thr;
+} bucket_table;
+
+static uint32_t float_bits(float v) { uint32_t u; memcpy(&u, &v, sizeof u); return u; }
+static float bits_float(uint32_t u) { float v; memcpy(&v, &u, sizeof v); return v; }
+
+static int32_t count_below(const float *thr, int32_t T, float v) { /* first k: v >= thr[k] */
+    int32_t lo = 0, len = T;
+    while (len > 0) {
+        int32_t half = len / 2;
+        if (v >= thr[lo + half]) { len = half; }
+        else { lo += half + 1; len -= half + 1; }
+    }
+    return lo;
+}
+
+static int build_bucket_table(const float *thr, int32_t T, bucket_table *L) {
+    uint32_t gap = 0xffffffffu;
+    if (T > 65535) return 0;
+    for (int32_t k = 0; k < T; ++k) {
+        if (!(thr[k] > 0.0f) || !(thr[k] < INFINITY)) return 0;
+        if (k > 0) {
+            if (!(thr[k] <= thr[k - 1])) return 0;
+            uint32_t d = float_bits(thr[k - 1]) - float_bits(thr[k]);
+            if (d > 0 && d < gap) gap = d;
+        }
+    }
+    int32_t shift = 0;
+    while (shift < 31 && (2u << shift) <= gap) ++shift; /* 2^shift <= gap */
+    L->lo = float_bits(thr[T - 1]);
+    L->hi = float_bits(thr[0]);
+    uint32_t nb = ((L->hi - L->lo) >> shift) + 1;
+    if (nb > LUT_MAX) return 0;
+    L->shift = shift;
+    L->nb = (int32_t)nb;
+    for (uint32_t b = 0; b < nb; ++b) {
+        uint32_t first = L->lo + (b << shift), last = first + ((1u << shift) - 1);
+        if (last > L->hi || last < first) last = L->hi;
+        int32_t t0 = count_below(thr, T, bits_float(first));
+        int32_t t1 = count_below(thr, T, bits_float(last));
+        if (t0 > t1 && thr[t1] != thr[t0 - 1]) return 0; /* two distinct values */
+        L->t[b] = t0 | (t0 - t1) << 16;
+        L->thr[b] = t0 > t1 ? thr[t0 - 1] : INFINITY;
+    }
+    L->t[nb] = T;
+    L->thr[nb] = INFINITY;
+    return 1;
+}
+
+/* t for one neuron from the bucket table (the vector loop below does eight at a time). */
+static inline int32_t bucket_time(const bucket_table *L, float v) {
+    const uint32_t u = float_bits(v), d = u - L->lo;
+    const int32_t b = d <= L->hi - L->lo ? (int32_t)(d >> L->shift) : L->nb;
+    if (u > L->hi && u <= 0x7f800000u) return 0; /* z >= thr[0], +inf included (NaN: T) */
+    return (L->t[b] & 0xffff) - (v >= L->thr[b] ? L->t[b] >> 16 : 0);
+}
+
+#if defined(__GNUC__) && defined(__x86_64__)
+#include <immintrin.h>
+#define HAVE_AVX2_BUCKETS 1
+/* Eight neurons per step with AVX2 gathers; picked at run time where the CPU has AVX2. */
+__attribute__((target("avx2"))) static int64_t buckets_avx2(
+        const float *z, int64_t begin, int64_t end, const bucket_table *L, const float *kern,
+        void *t_out, int32_t time_bytes, float *x) {
+    const __m256i lo = _mm256_set1_epi32((int32_t)L->lo), span = _mm256_set1_epi32(
+        (int32_t)(L->hi - L->lo)), above_from = _mm256_set1_epi32((int32_t)(L->hi + 1)),
+        above_span = _mm256_set1_epi32((int32_t)(0x7f800000u - L->hi - 1)),
+        outside = _mm256_set1_epi32(L->nb), low16 = _mm256_set1_epi32(0xffff);
+    const __m128i shift = _mm_cvtsi32_si128(L->shift);
+    /* byte 0 of every int32 to the low 4 bytes of each 128-bit half, then the halves joined */
+    const __m256i pick = _mm256_setr_epi8(0, 4, 8, 12, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
+        -1, -1, 0, 4, 8, 12, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1);
+    const __m256i join = _mm256_setr_epi32(0, 4, 1, 1, 1, 1, 1, 1);
+    int64_t i = begin;
+    for (; i + 8 <= end; i += 8) {
+        const __m256 zv = _mm256_loadu_ps(z + i);
+        const __m256i u = _mm256_castps_si256(zv), d = _mm256_sub_epi32(u, lo);
+        const __m256i inside = _mm256_cmpeq_epi32(_mm256_min_epu32(d, span), d);
+        const __m256i b = _mm256_blendv_epi8(outside, _mm256_srl_epi32(d, shift), inside);
+        const __m256i entry = _mm256_i32gather_epi32((const int *)L->t, b, 4);
+        const __m256 th = _mm256_i32gather_ps(L->thr, b, 4);
+        const __m256i ge = _mm256_castps_si256(_mm256_cmp_ps(zv, th, _CMP_GE_OQ));
+        __m256i t = _mm256_sub_epi32(_mm256_and_si256(entry, low16),
+                                     _mm256_and_si256(_mm256_srli_epi32(entry, 16), ge));
+        const __m256i a = _mm256_sub_epi32(u, above_from);
+        t = _mm256_andnot_si256(_mm256_cmpeq_epi32(_mm256_min_epu32(a, above_span), a), t);
+        _mm256_storeu_ps(x + i, _mm256_i32gather_ps(kern, t, 4));
+        if (time_bytes == 1) {
+            const __m256i bytes = _mm256_permutevar8x32_epi32(_mm256_shuffle_epi8(t, pick), join);
+            _mm_storel_epi64((__m128i *)((uint8_t *)t_out + i), _mm256_castsi256_si128(bytes));
+        } else {
+            _mm256_storeu_si256((__m256i *)((int32_t *)t_out + i), t);
+        }
+    }
+    return i;
+}
+#endif
+
+static void forward_buckets(const float *z, int64_t begin, int64_t end, const bucket_table *L,
+                            const float *kern, void *t_out, int32_t time_bytes, float *x) {
+    int64_t i = begin;
+#ifdef HAVE_AVX2_BUCKETS
+    if (__builtin_cpu_supports("avx2")) i = buckets_avx2(z, begin, end, L, kern, t_out,
+                                                         time_bytes, x);
+#endif
+    for (; i < end; ++i) {
+        const int32_t t = bucket_time(L, z[i]);
+        if (time_bytes == 1) ((uint8_t *)t_out)[i] = (uint8_t)t;
+        else ((int32_t *)t_out)[i] = t;
+        x[i] = kern[t];
+    }
+}
+
 /* ln(v) for v > 0 and normal, four lanes: v = m 2^e with m in [sqrt(1/2), sqrt(2)),
  * ln m = 2 atanh(s), s = (m-1)/(m+1), |s| <= 0.1716, by its series to s^13 (relative error
  * below 1e-12): a few ulps of double, vectorised where libm's log is not. */
@@ -192,8 +320,8 @@ void NAME(const REAL *g, const REAL *z, const TIME *t, int64_t begin, int64_t en
     }                                                                                        \
 }
 
-DEFINE_FORWARD(ttfs_forward_f32_u8, float, uint8_t, vfloat, vint32, vuint8x8)
-DEFINE_FORWARD(ttfs_forward_f32_i32, float, int32_t, vfloat, vint32, vint32)
+DEFINE_FORWARD(forward_compare_f32_u8, float, uint8_t, vfloat, vint32, vuint8x8)
+DEFINE_FORWARD(forward_compare_f32_i32, float, int32_t, vfloat, vint32, vint32)
 DEFINE_FORWARD(ttfs_forward_f64_u8, double, uint8_t, vdouble, vint64, vuint8x4)
 DEFINE_FORWARD(ttfs_forward_f64_i32, double, int32_t, vdouble, vint64, vint32x4)
 DEFINE_BACKWARD(ttfs_backward_f32_u8, float, uint8_t, vfloat4, vint32x4)
@@ -202,3 +330,24 @@ DEFINE_BACKWARD(ttfs_backward_f64_u8, double, uint8_t, vdouble4, vint64x4)
 DEFINE_BACKWARD(ttfs_backward_f64_i32, double, int32_t, vdouble4, vint64x4)
 
 int32_t ttfs_block_size(void) { return BLOCK; }
+
+#define DEFINE_FORWARD_F32(NAME, TIME, COMPARE)                                               \
+void NAME(const float *z, int64_t begin, int64_t end, const float *thr, const float *kern,   \
+          int32_t T, float *x, TIME *t_out) {                                                \
+    int32_t bucket_t[LUT_MAX + 1];                                                           \
+    float bucket_thr[LUT_MAX + 1];                                                           \
+    bucket_table table = {0, 0, 0, 0, bucket_t, bucket_thr};                                 \
+    if (build_bucket_table(thr, T, &table))                                                  \
+        forward_buckets(z, begin, end, &table, kern, t_out, (int32_t)sizeof(TIME), x);       \
+    else COMPARE(z, begin, end, thr, kern, T, x, t_out);                                     \
+}
+DEFINE_FORWARD_F32(ttfs_forward_f32_u8, uint8_t, forward_compare_f32_u8)
+DEFINE_FORWARD_F32(ttfs_forward_f32_i32, int32_t, forward_compare_f32_i32)
+
+/* 1 if the float32 forward serves this threshold table with buckets, 0 if by comparisons. */
+int32_t ttfs_forward_buckets_f32(const float *thr, int32_t T) {
+    int32_t bucket_t[LUT_MAX + 1];
+    float bucket_thr[LUT_MAX + 1];
+    bucket_table table = {0, 0, 0, 0, bucket_t, bucket_thr};
+    return build_bucket_table(thr, T, &table);
+}
