@@ -175,7 +175,7 @@ def describe_op(op: nn.Module) -> list:
     parts = list(op) if isinstance(op, nn.Sequential) else [op]
     out = []
     for part in parts:
-        codec = _OP_CODECS.get(type(part))
+        codec = next((_OP_CODECS[cls] for cls in type(part).__mro__ if cls in _OP_CODECS), None)
         if codec is None:
             raise ExportError(f"cannot describe {type(part).__name__} for saving; a synapse op "
                               f"is made of {', '.join(_OP_CLASSES)}")

@@ -12,6 +12,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ..conv import Conv2d
 from ..errors import ConfigError
 from ..layers import (
     AnalogInput,
@@ -98,9 +99,9 @@ def _build_layers(cfg: NetworkConfig) -> list[tuple[str, nn.Module]]:
                 raise ConfigError(f"{where}: a Conv cannot follow Flatten")
             pad = entry.kernel_size // 2 if entry.padding is None else entry.padding
             depth += 1
-            layers.append((f"conv{depth}", nn.Conv2d(channels, entry.out_channels,
-                                                     entry.kernel_size, entry.stride, pad,
-                                                     bias=not entry.batch_norm)))
+            layers.append((f"conv{depth}", Conv2d(channels, entry.out_channels,
+                                                  entry.kernel_size, entry.stride, pad,
+                                                  bias=not entry.batch_norm)))
             if entry.batch_norm:
                 layers.append((f"bn{depth}", TBBatchNorm2d(entry.out_channels) if spiking
                                else nn.BatchNorm2d(entry.out_channels)))

@@ -1,0 +1,73 @@
+"""``Conv2d``: ``nn.Conv2d`` with a fast input gradient for inputs of one to three channels.
+
+A surrogate network's first convolution reads the input encoder's spike values, and the
+encoder's trainable kernel (``tau``, ``td``; SPEC §3) needs their gradient: conv1's input
+gradient, which a ReLU twin (whose input needs none) never computes. On CPU, oneDNN's
+backward-data for a one-to-three-channel input is up to 5× slower than the same product written
+as one GEMM and a ``col2im``, ``dL/dx = fold(W^T · dL/dy)`` (2-5× for MNIST, N-MNIST and
+VGG-16 first layers, even for 3→16 channels; ``python -m benchmarks.conv_input_grad`` prints
+the table). This class takes that route for such inputs and
+is ``nn.Conv2d`` everywhere else: same parameters, state dict and forward (the forward is
+``F.conv2d`` itself, so outputs are bit for bit those of ``nn.Conv2d``); only the rounding of
+the input gradient differs (another order of the same sums).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+#: Up to this many input channels the input gradient is a GEMM + col2im on CPU.
+GEMM_INPUT_GRAD_MAX_CHANNELS = 3
+
+
+def gemm_input_grad(grad_y: Tensor, weight: Tensor, input_size: tuple[int, int],
+                    stride: tuple[int, ...], padding: tuple[int, ...]) -> Tensor:
+    """``dL/dx`` of ``y = conv2d(x, W)`` (one group, no dilation): ``fold(W^T · dL/dy)``."""
+    n, out_channels = grad_y.shape[:2]
+    columns = torch.matmul(weight.reshape(out_channels, -1).t(),
+                           grad_y.reshape(n, out_channels, -1))
+    return F.fold(columns, input_size, weight.shape[-2:], padding=padding, stride=stride)
+
+
+class _GemmInputGradConv2d(torch.autograd.Function):
+    """``y = conv2d(x, W, b)``; backward: :func:`gemm_input_grad`, and ``dL/dW``, ``dL/db`` by
+    ``aten.convolution_backward`` (as ``nn.Conv2d``)."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, stride, padding):
+        ctx.save_for_backward(x, weight)
+        ctx.stride, ctx.padding, ctx.has_bias = stride, padding, bias is not None
+        return F.conv2d(x, weight, bias, stride, padding)
+
+    @staticmethod
+    def backward(ctx, grad_y):
+        x, weight = ctx.saved_tensors
+        need_x, need_w, need_b = ctx.needs_input_grad[:3]
+        grad_x = grad_w = grad_b = None
+        if need_w or (need_b and ctx.has_bias):
+            _, grad_w, grad_b = torch.ops.aten.convolution_backward(
+                grad_y, x, weight, [weight.shape[0]] if ctx.has_bias else None, ctx.stride,
+                ctx.padding, [1, 1], False, [0, 0], 1,
+                [False, bool(need_w), bool(need_b and ctx.has_bias)])
+        if need_x:
+            grad_x = gemm_input_grad(grad_y, weight, x.shape[-2:], ctx.stride, ctx.padding)
+        return grad_x, grad_w, grad_b, None, None
+
+
+class Conv2d(nn.Conv2d):
+    """``nn.Conv2d``; on CPU, for a batched input of at most
+    :data:`GEMM_INPUT_GRAD_MAX_CHANNELS` channels that needs a gradient, the input gradient is
+    one GEMM + ``col2im`` (see the module docstring). Zero padding, no dilation, one group."""
+
+    def _gemm_input_grad(self, x: Tensor) -> bool:
+        return (x.requires_grad and torch.is_grad_enabled() and x.device.type == "cpu"
+                and x.dim() == 4 and self.in_channels <= GEMM_INPUT_GRAD_MAX_CHANNELS
+                and self.groups == 1 and self.padding_mode == "zeros"
+                and not isinstance(self.padding, str) and tuple(self.dilation) == (1, 1))
+
+    def _conv_forward(self, input: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+        if self._gemm_input_grad(input):
+            return _GemmInputGradConv2d.apply(input, weight, bias, self.stride, self.padding)
+        return super()._conv_forward(input, weight, bias)
