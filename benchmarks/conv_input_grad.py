@@ -3,7 +3,7 @@
     python -m benchmarks.conv_input_grad [--threads 1] [--batch 128] [--repeats 10]
 
 Why ``ttfs_plugin.conv.Conv2d`` computes ``dL/dx`` of a one-to-three-channel input as
-``fold(W^T · dL/dy)``: the surrogate's input encoder has a trainable kernel, so conv1 needs its
+``col2im(W^T · dL/dy)``: the surrogate's input encoder has a trainable kernel, so conv1 needs its
 input gradient, and oneDNN's backward-data is slow for so few input channels. Prints one row per
 first-layer shape: ms (best of ``--repeats``, thread time) and the ratio.
 """

@@ -3,9 +3,9 @@
 A surrogate network's first convolution reads the input encoder's spike values, and the
 encoder's trainable kernel (``tau``, ``td``; SPEC §3) needs their gradient: conv1's input
 gradient, which a ReLU twin (whose input needs none) never computes. On CPU, oneDNN's
-backward-data for a one-to-three-channel input is up to 5× slower than the same product written
-as one GEMM and a ``col2im``, ``dL/dx = fold(W^T · dL/dy)`` (2-5× for MNIST, N-MNIST and
-VGG-16 first layers, even for 3→16 channels; ``python -m benchmarks.conv_input_grad`` prints
+backward-data for a one-to-three-channel input is up to 6× slower than the same product written
+as one GEMM and a col2im, ``dL/dx = col2im(W^T · dL/dy)`` (1.7–6.7× for MNIST, N-MNIST and
+VGG-16 first layers; ``python -m benchmarks.conv_input_grad`` prints
 the table). This class takes that route for such inputs and
 is ``nn.Conv2d`` everywhere else: same parameters, state dict and forward (the forward is
 ``F.conv2d`` itself, so outputs are bit for bit those of ``nn.Conv2d``); only the rounding of
@@ -24,11 +24,21 @@ GEMM_INPUT_GRAD_MAX_CHANNELS = 3
 
 def gemm_input_grad(grad_y: Tensor, weight: Tensor, input_size: tuple[int, int],
                     stride: tuple[int, ...], padding: tuple[int, ...]) -> Tensor:
-    """``dL/dx`` of ``y = conv2d(x, W)`` (one group, no dilation): ``fold(W^T · dL/dy)``."""
-    n, out_channels = grad_y.shape[:2]
-    columns = torch.matmul(weight.reshape(out_channels, -1).t(),
-                           grad_y.reshape(n, out_channels, -1))
-    return F.fold(columns, input_size, weight.shape[-2:], padding=padding, stride=stride)
+    """``dL/dx`` of ``y = conv2d(x, W)`` (one group, no dilation): the columns ``W^T · dL/dy``
+    (one batched GEMM), each kernel tap's column added into a zero-padded map at its offset
+    (col2im as ``kh·kw`` strided adds, cheaper than ``F.fold`` here), the padding cropped."""
+    n, out_channels, out_h, out_w = grad_y.shape
+    in_channels, kh, kw = weight.shape[1:]
+    (sh, sw), (ph, pw), (h, w) = stride, padding, input_size
+    columns = torch.bmm(weight.reshape(out_channels, -1).t().expand(n, -1, -1),
+                        grad_y.reshape(n, out_channels, -1))
+    columns = columns.view(n, in_channels, kh, kw, out_h, out_w)
+    grad_x = grad_y.new_zeros(n, in_channels, h + 2 * ph, w + 2 * pw)
+    for ky in range(kh):
+        for kx in range(kw):
+            grad_x[:, :, ky:ky + (out_h - 1) * sh + 1:sh,
+                   kx:kx + (out_w - 1) * sw + 1:sw] += columns[:, :, ky, kx]
+    return grad_x[:, :, ph:ph + h, pw:pw + w]
 
 
 class _GemmInputGradConv2d(torch.autograd.Function):
