@@ -70,6 +70,17 @@ def test_fused_equals_the_reference(T, grad_mode, quantizer, dtype):
                    activation(z, "reference", T, grad_mode, quantizer))
 
 
+@pytest.mark.parametrize("quantizer", QUANTIZERS)
+@pytest.mark.parametrize("grad_mode", F.GRAD_MODES)
+@pytest.mark.parametrize("T", [7, 32, 300])
+def test_the_portable_loops_equal_the_reference_too(T, grad_mode, quantizer):
+    """Where the CPU has no AVX2 (or on ARM) the kernel runs its portable vector loops."""
+    z = inputs(T, torch.float32, quantizer)
+    with cpu.portable_loops():
+        fused = activation(z, "fused", T, grad_mode, quantizer)
+    assert_matches(fused, activation(z, "reference", T, grad_mode, quantizer))
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_spike_times_equal_the_reference_for_every_window_up_to_255_and_beyond(dtype):
     for T in [*range(2, 257), 511, 1000]:

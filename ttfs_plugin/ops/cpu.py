@@ -10,6 +10,7 @@ block sums are added in a fixed order, so results do not depend on the thread co
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import hashlib
 import os
@@ -19,6 +20,7 @@ import subprocess
 import tempfile
 import threading
 import warnings
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -95,6 +97,9 @@ def _declare(lib: ctypes.CDLL) -> None:
     lib.ttfs_block_size.restype = i32
     lib.ttfs_forward_buckets_f32.argtypes = [p, i32]
     lib.ttfs_forward_buckets_f32.restype = i32
+    if hasattr(lib, "ttfs_allow_avx2"):  # x86-64 only
+        lib.ttfs_allow_avx2.argtypes = [i32]
+        lib.ttfs_allow_avx2.restype = None
 
 
 def library() -> ctypes.CDLL | None:
@@ -181,6 +186,22 @@ def uses_buckets(thresholds: Tensor) -> bool:
     assert lib is not None
     thr = thresholds.to(torch.float32).contiguous()
     return bool(lib.ttfs_forward_buckets_f32(thr.data_ptr(), thr.numel()))
+
+
+@contextlib.contextmanager
+def portable_loops() -> Iterator[None]:
+    """Inside the block, the kernel runs its portable loops (as on a CPU without AVX2), not the
+    AVX2 ones: for tests that both give the same values."""
+    lib = library()
+    assert lib is not None
+    if not hasattr(lib, "ttfs_allow_avx2"):
+        yield
+        return
+    lib.ttfs_allow_avx2(0)
+    try:
+        yield
+    finally:
+        lib.ttfs_allow_avx2(1)
 
 
 def backward(grad_x: Tensor, z: Tensor | None, t: Tensor, kernel: Tensor, theta0: float,

@@ -1,3 +1,4 @@
+
 /* The fused TTFS activation on the CPU (SPEC §3-4): one pass forward, one pass backward.
  *
  * Forward:  t = #{k : z < thr[k]} = T - #{k : thr[k] <= z}   (thr non-increasing; NaN -> T)
@@ -166,6 +167,11 @@ static inline int32_t bucket_time(const bucket_table *L, float v) {
 #if defined(__GNUC__) && defined(__x86_64__)
 #include <immintrin.h>
 #define HAVE_AVX2_BUCKETS 1
+static int32_t allow_avx2 = 1; /* 0: the portable loops, as on a CPU without AVX2 (tests) */
+void ttfs_allow_avx2(int32_t on) { allow_avx2 = on; }
+static int avx2_ok(void) {
+    return allow_avx2 && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+}
 /* Eight neurons per step with AVX2 gathers; picked at run time where the CPU has AVX2. */
 __attribute__((target("avx2"))) static int64_t buckets_avx2(
         const float *z, int64_t begin, int64_t end, const bucket_table *L, const float *kern,
@@ -202,13 +208,15 @@ __attribute__((target("avx2"))) static int64_t buckets_avx2(
     }
     return i;
 }
+#else
+static int avx2_ok(void) { return 0; }
 #endif
 
 static void forward_buckets(const float *z, int64_t begin, int64_t end, const bucket_table *L,
                             const float *kern, void *t_out, int32_t time_bytes, float *x) {
     int64_t i = begin;
 #ifdef HAVE_AVX2_BUCKETS
-    if (__builtin_cpu_supports("avx2")) i = buckets_avx2(z, begin, end, L, kern, t_out,
+    if (avx2_ok()) i = buckets_avx2(z, begin, end, L, kern, t_out,
                                                          time_bytes, x);
 #endif
     for (; i < end; ++i) {
@@ -337,7 +345,8 @@ void NAME(const float *z, int64_t begin, int64_t end, const float *thr, const fl
     int32_t bucket_t[LUT_MAX + 1];                                                           \
     float bucket_thr[LUT_MAX + 1];                                                           \
     bucket_table table = {0, 0, 0, 0, bucket_t, bucket_thr};                                 \
-    if (build_bucket_table(thr, T, &table))                                                  \
+    /* without AVX2 the comparison loop is faster up to COUNT_MAX, the buckets above */       \
+    if ((T > COUNT_MAX || avx2_ok()) && build_bucket_table(thr, T, &table))                  \
         forward_buckets(z, begin, end, &table, kern, t_out, (int32_t)sizeof(TIME), x);       \
     else COMPARE(z, begin, end, thr, kern, T, x, t_out);                                     \
 }
@@ -454,7 +463,7 @@ __attribute__((target("avx2,fma"))) static void backward_avx2_f32(
 
 #ifdef HAVE_AVX2_BUCKETS
 #define AVX2_BACKWARD(TIME)                                                                  \
-    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {                   \
+    if (avx2_ok()) {                                                                         \
         backward_avx2_f32(g, z, t, (int32_t)sizeof(TIME), begin, end, kern, T, theta0, ste,  \
                           need_z, grad_z, sums);                                             \
         return;                                                                              \
