@@ -1,4 +1,3 @@
-
 /* The fused TTFS activation on the CPU (SPEC §3-4): one pass forward, one pass backward.
  *
  * Forward:  t = #{k : z < thr[k]} = T - #{k : thr[k] <= z}   (thr non-increasing; NaN -> T)
