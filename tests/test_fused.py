@@ -319,3 +319,43 @@ def test_the_default_kernels_take_the_bucket_table_and_odd_tables_the_comparison
             x_r, t_r = ops.ttfs_forward(z, thr, kern)
         assert torch.equal(t_f, t_r)
         assert torch.equal(x_f, x_r)
+
+
+def test_plain_eager_calls_skip_the_dispatcher_with_the_same_results():
+    """In plain eager mode the activation calls the kernel directly; through the custom op (as
+    torch.compile and dispatch modes see it) every output is the same."""
+    z = inputs(32, torch.float32)
+    thr = threshold_table(torch.tensor(7.3), torch.tensor(0.4), 32, 0.9)
+    kern = kernel_table(torch.tensor(7.3), torch.tensor(0.4), 32)
+    padded = torch.cat([kern, kern.new_zeros(1)])
+    assert ops._plain_eager(z)
+    direct = ops.activation_forward(z, thr, padded)
+    dispatched = ops.ttfs_forward(z, thr, padded)
+    assert all(torch.equal(a, b) for a, b in zip(direct, dispatched, strict=True))
+    g = torch.randn_like(z)
+    args = (z, direct[1], padded, 0.9, True, True)
+    direct_b, dispatched_b = ops.activation_backward(g, *args), ops.ttfs_backward(g, *args)
+    assert all(torch.equal(a, b) for a, b in zip(direct_b, dispatched_b, strict=True))
+
+
+def test_kernel_gradients_in_floats_equal_the_tensor_formula():
+    sums = torch.tensor([3.25, -1.5, 40.125, -2.75], dtype=torch.float64)
+    tau, td = torch.tensor(7.3), torch.tensor(0.4)
+    for ste in (True, False):
+        got = ops.kernel_gradients(sums, tau, td, ste)  # CPU: Python floats
+        want = ops._kernel_gradient_formula(*sums.unbind(), tau.double(), td.double(), ste)
+        for g, w in zip(got, want, strict=True):
+            assert g.dtype == tau.dtype
+            assert g.item() == w.float().item()
+
+
+def test_under_a_dispatch_mode_the_custom_op_runs():
+    """A FakeTensorMode (shape inference, export) sees the custom op and its fake kernel."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    with FakeTensorMode():
+        z = torch.empty(4, 8, requires_grad=True)
+        assert not ops._plain_eager(z)
+        x = F.ttfs_activation(z, torch.tensor(10.0), torch.tensor(0.0), 32)
+        x.sum().backward()
+        assert x.shape == (4, 8) and z.grad.shape == (4, 8)

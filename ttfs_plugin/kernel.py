@@ -149,7 +149,7 @@ def encode(u: Tensor, thresholds: Tensor, dtype: torch.dtype = torch.long) -> Te
     """
     thr = thresholds.detach().to(u.dtype)
     no_values = thr.new_zeros(thr.numel() + 1)  # only t is wanted
-    return ops.ttfs_forward(u.detach(), thr, no_values)[1].to(dtype)
+    return ops.activation_forward(u.detach(), thr, no_values)[1].to(dtype)
 
 
 def decode(t: Tensor, kernel: Tensor) -> Tensor:

@@ -170,7 +170,7 @@ def forward(z: Tensor, thresholds: Tensor, kernel: Tensor) -> tuple[Tensor, Tens
     z = z.contiguous()
     T = thresholds.numel()
     x = torch.empty_like(z)
-    t = torch.empty(z.shape, dtype=spike_time_dtype(T))
+    t = torch.empty(z.shape, dtype=spike_time_dtype(T), device=z.device)
     thr, kern = thresholds.contiguous(), kernel.contiguous()
     fn = getattr(lib, f"ttfs_forward_{_SUFFIX[(z.dtype, t.dtype)]}")
     args = (z.data_ptr(), thr.data_ptr(), kern.data_ptr(), x.data_ptr(), t.data_ptr())
@@ -214,7 +214,7 @@ def backward(grad_x: Tensor, z: Tensor | None, t: Tensor, kernel: Tensor, theta0
     block = lib.ttfs_block_size()
     n = g.numel()
     grad_z = torch.empty_like(g) if need_z else g.new_empty(0)
-    block_sums = torch.zeros(max(1, -(-n // block)), 4, dtype=torch.float64)
+    block_sums = torch.zeros(max(1, -(-n // block)), 4, dtype=torch.float64, device=g.device)
     fn = getattr(lib, f"ttfs_backward_{_SUFFIX[(g.dtype, tc.dtype)]}")
     ptrs = (g.data_ptr(), zc.data_ptr(), tc.data_ptr(), kern.data_ptr(),
             grad_z.data_ptr() if need_z else None, block_sums.data_ptr())
