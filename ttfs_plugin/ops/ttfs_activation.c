@@ -393,12 +393,19 @@ __attribute__((target("avx2,fma"))) static void backward_avx2_f32(
     const double log_theta0 = log(theta0);
     const __m256i zero = _mm256_setzero_si256(), Tv = _mm256_set1_epi32(T);
     const __m256 theta0_v = _mm256_set1_ps(theta0_r);
-    const __m256d one = _mm256_set1_pd(1.0);
+    /* pack[m]: the lanes set in the 8-bit mask m first, in order (a left-pack by permute) */
+    int32_t pack[256][8];
+    for (int m = 0; m < 256; ++m) {
+        int n = 0;
+        for (int l = 0; l < 8; ++l) if (m >> l & 1) pack[m][n++] = l;
+        while (n < 8) pack[m][n++] = 0;
+    }
+    float packed_z[BLOCK + 8], packed_g[BLOCK + 8];
     for (int64_t i0 = begin; i0 < end; i0 += BLOCK) {
         const int64_t stop = end - i0 < BLOCK ? end : i0 + BLOCK;
         __m256d acc_all = _mm256_setzero_pd(), acc_q = acc_all, acc_qt = acc_all,
                 acc_qlog = acc_all;
-        int64_t i = i0;
+        int64_t i = i0, packed = 0;
         for (; i + 8 <= stop; i += 8) {
             const __m256 gv = _mm256_loadu_ps(g + i);
             const __m256i tv = time_bytes == 1
@@ -424,15 +431,23 @@ __attribute__((target("avx2,fma"))) static void backward_avx2_f32(
                 acc_all = _mm256_add_pd(acc_all, gxd);
                 acc_q = _mm256_add_pd(acc_q, gq);
                 acc_qt = _mm256_fmadd_pd(gq, _mm256_cvtepi32_pd(t_h), acc_qt);
-                if (ste) {
-                    const __m128 z_h = h ? _mm256_extractf128_ps(zv, 1)
-                                         : _mm256_castps256_ps128(zv);
-                    const __m256d zd = _mm256_blendv_pd(one, _mm256_cvtps_pd(z_h), qd);
-                    acc_qlog = _mm256_fmadd_pd(gq, log4_avx2(zd), acc_qlog);
-                }
+            }
+            if (ste) { /* left-pack the lanes that add to S_qlog: quantized, gx != 0 */
+                const int active = _mm256_movemask_ps(_mm256_and_ps(_mm256_castsi256_ps(q),
+                    _mm256_cmp_ps(gx, _mm256_setzero_ps(), _CMP_NEQ_UQ)));
+                const __m256i order = _mm256_loadu_si256((const __m256i *)pack[active]);
+                _mm256_storeu_ps(packed_z + packed, _mm256_permutevar8x32_ps(zv, order));
+                _mm256_storeu_ps(packed_g + packed, _mm256_permutevar8x32_ps(gx, order));
+                packed += __builtin_popcount((unsigned)active);
             }
         }
+        int64_t j = 0; /* the float64 log over the packed lanes only */
+        for (; j + 4 <= packed; j += 4)
+            acc_qlog = _mm256_fmadd_pd(_mm256_cvtps_pd(_mm_loadu_ps(packed_g + j)),
+                                       log4_avx2(_mm256_cvtps_pd(_mm_loadu_ps(packed_z + j))),
+                                       acc_qlog);
         double s_all = 0.0, s_q = 0.0, s_qt = 0.0, s_qlog = 0.0;
+        for (; j < packed; ++j) s_qlog += (double)packed_g[j] * log((double)packed_z[j]);
         for (; i < stop; ++i) {
             const int32_t ti = time_bytes == 1 ? ((const uint8_t *)t)[i] : ((const int32_t *)t)[i];
             const float gx = g[i] * kern[ti];
