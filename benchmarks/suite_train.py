@@ -105,11 +105,12 @@ def run(opts) -> dict:
     b_sub = results[jobs[3][0]]
     peers = {"snnTorch": results[jobs[4][0]], "Norse": results[jobs[5][0]]}
     best, ratios = step["best"], step["ratios"]
-    why_slow = (f"the fused TTFS activations (the input encoder and 3 hidden layers) still take "
-                f"{100 * step['activation_share']:.0f} % of the TTFS step: the forward compares "
-                "every neuron with all 32 thresholds, the ste backward takes a float64 log per "
-                "neuron for dL/dtau, where ReLU does one comparison each way; and the input "
-                "encoder's trainable kernel makes conv1 compute its input gradient")
+    why_slow = (f"the fused TTFS activations (the input encoder and 3 hidden layers) take "
+                f"{100 * step['activation_share']:.0f} % of the TTFS step (the ste backward's "
+                "float64 log for dL/dtau, the per-layer tables and autograd calls), where "
+                "ReLU does one comparison each way; conv1 computes its input gradient for the "
+                "encoder's kernel; and this shared machine's timings scatter by ±15 % between "
+                "runs (see docs/benchmarks.md)")
     goals = [goal("surrogate training step vs ReLU DNN (same batch)", "≤ 1.3× (target 1.15×)",
                   f"{step['ratio']:.2f}× ({1e3 * best['ttfs']:.0f} ms vs "
                   f"{1e3 * best['relu']:.0f} ms, batch {step['batch']}, best of "
