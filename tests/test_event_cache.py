@@ -26,6 +26,7 @@ from ttfs_plugin.data.base import DatasetEntry
 from ttfs_plugin.data.events import (
     CACHE_ENV,
     MANIFEST,
+    SNAPSHOT,
     TonicSource,
     load_nmnist_folder,
     resolve_cache_dir,
@@ -99,7 +100,8 @@ def test_second_load_reads_the_cache_and_equals_an_uncached_load(folder, cache, 
     assert err.count("\n") == 1  # one line
     assert f"converting {N} nmnist samples to frames and caching them in {path}" in err
     assert "later runs with the same options read them from there" in err
-    assert sorted(os.listdir(path)) == sorted([MANIFEST] + [f"{i}_0.hdf5" for i in range(N)])
+    assert sorted(os.listdir(path)) == sorted([MANIFEST, SNAPSHOT]
+                                              + [f"{i}_0.hdf5" for i in range(N)])
     uncached = load_dataset("nmnist", folder, events=opts, cache_dir="none")
     assert_identical(cold, uncached)
     no_conversion(monkeypatch)
@@ -242,11 +244,66 @@ def test_a_damaged_cache_file_is_converted_again(folder, cache, capsys, how):
     load_dataset("nmnist", folder, events=opts, cache_dir=cache)
     [name] = cache_dirs(cache)
     path = cache / "nmnist" / name
+    (path / SNAPSHOT).unlink()  # the per-sample files are read (and repaired) without it
     _damage(path / "3_0.hdf5", how, path / "5_0.hdf5")
     capsys.readouterr()
     repaired = load_dataset("nmnist", folder, events=opts, cache_dir=cache)
     assert_identical(repaired, reference)
     assert capsys.readouterr().err == ""  # the rest was a hit
+    assert_identical(load_dataset("nmnist", folder, events=opts, cache_dir=cache), reference)
+
+
+def refuse_sample_files(monkeypatch):
+    """From here on, reading a per-sample cache file fails: what loads came from the snapshot."""
+    def refuse(self, index):
+        raise AssertionError("a per-sample cache file was read: the snapshot was not used")
+
+    monkeypatch.setattr(tonic.DiskCachedDataset, "__getitem__", refuse)
+
+
+def test_a_hit_reads_the_snapshot_alone(folder, cache, monkeypatch):
+    opts = EventOptions(time_bins=2)
+    reference = load_dataset("nmnist", folder, events=opts, cache_dir="none")
+    load_dataset("nmnist", folder, events=opts, cache_dir=cache)
+    no_conversion(monkeypatch)
+    refuse_sample_files(monkeypatch)
+    assert_identical(load_dataset("nmnist", folder, events=opts, cache_dir=cache), reference)
+
+
+def _damage_snapshot(path, how, other):
+    if how == "missing":  # a cache written before snapshots existed
+        path.unlink()
+    elif how == "truncated":
+        raw = path.read_bytes()
+        path.write_bytes(raw[: len(raw) // 2])
+    elif how == "garbage":
+        path.write_bytes(b"not a torch file" * 10)
+    elif how in ("flipped", "other cache"):
+        record = torch.load(other if how == "other cache" else path, weights_only=True)
+        if how == "flipped":  # one value changed, the CRC kept
+            record["images"].view(-1)[int(record["images"].argmax())] = 0.5
+        torch.save(record, path)
+
+
+@pytest.mark.parametrize("how", ["missing", "truncated", "garbage", "flipped", "other cache"])
+def test_a_missing_or_damaged_snapshot_falls_back_to_the_sample_files(folder, cache, capsys,
+                                                                       monkeypatch, how):
+    opts = EventOptions(time_bins=2)
+    reference = load_dataset("nmnist", folder, events=opts, cache_dir="none")
+    load_dataset("nmnist", folder, events=opts, cache_dir=cache)
+    load_dataset("nmnist", folder, events=EventOptions(time_bins=2, merge_polarity=True),
+                 cache_dir=cache)  # another cache, with another key and shape
+    names = cache_dirs(cache)
+    [name] = [n for n in names
+              if json.loads((cache / "nmnist" / n / MANIFEST).read_text())["events"]
+              == opts.to_dict()]
+    [other] = [n for n in names if n != name]
+    path = cache / "nmnist" / name / SNAPSHOT
+    _damage_snapshot(path, how, cache / "nmnist" / other / SNAPSHOT)
+    capsys.readouterr()
+    assert_identical(load_dataset("nmnist", folder, events=opts, cache_dir=cache), reference)
+    assert capsys.readouterr().err == ""  # a hit: nothing converted
+    refuse_sample_files(monkeypatch)  # the snapshot was written again: the next load reads it
     assert_identical(load_dataset("nmnist", folder, events=opts, cache_dir=cache), reference)
 
 
@@ -270,6 +327,7 @@ def test_a_damaged_or_foreign_manifest_rebuilds_the_cache(folder, cache, capsys)
 def test_a_cache_file_that_cannot_be_repaired_is_a_clear_error(folder, cache, monkeypatch):
     load_dataset("nmnist", folder, cache_dir=cache)
     [name] = cache_dirs(cache)
+    (cache / "nmnist" / name / SNAPSHOT).unlink()
     (cache / "nmnist" / name / "4_0.hdf5").write_bytes(b"x")
 
     def broken_save(*args, **kwargs):

@@ -10,8 +10,10 @@ as a ``TensorDataset``, so training never touches the event files again.
 The conversion runs once: tonic's ``DiskCachedDataset`` stores each sample's frames in a cache
 folder (:func:`resolve_cache_dir`: ``cache_dir`` / ``--cache-dir``, ``$TTFS_CACHE_DIR``, else
 ``~/.cache/ttfs-plugin/events``; ``"none"`` turns it off) under a key of everything the frames
-depend on, and later loads read them back. The first pass converts in DataLoader worker
-processes (``event_workers``) and says so on stderr.
+depend on, and later loads read them back: from one snapshot file of all of them
+(``frames.pt``, checked by its own CRC-32; one read instead of one HDF5 file per sample), or the
+per-sample files when the snapshot is missing or damaged. The first pass converts in DataLoader
+worker processes (``event_workers``) and says so on stderr.
 
 * ``nmnist`` — a folder of N-MNIST ``.bin`` files plus ``labels.tsv`` (as in
   ``../shared/data/nmnist1k``; the last 10 % by sample number are validation), or without
@@ -267,6 +269,8 @@ CACHE_ENV = "TTFS_CACHE_DIR"
 #: The ``cache_dir`` / ``--cache-dir`` / ``$TTFS_CACHE_DIR`` value that turns the cache off.
 CACHE_OFF = "none"
 MANIFEST = "manifest.json"
+#: All frames and labels of a complete cache in one file (per-sample files stay the reference).
+SNAPSHOT = "frames.pt"
 #: ``event_workers=None``: conversion workers are used only for this many samples or more …
 _AUTO_WORKERS_FROM = 64
 #: … and at most this many.
@@ -452,6 +456,49 @@ def _run(samples: _Samples, workers: int) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.stack(images), torch.tensor(labels, dtype=torch.long)
 
 
+def _snapshot_checksum(key: str, images: torch.Tensor, labels: torch.Tensor) -> int:
+    crc = zlib.crc32(f"{key}:{tuple(images.shape)}:{tuple(labels.shape)}:".encode())
+    crc = zlib.crc32(images.contiguous().numpy().data, crc)
+    return zlib.crc32(labels.contiguous().numpy().data, crc)
+
+
+def _write_snapshot(folder: Path, key: str, images: torch.Tensor, labels: torch.Tensor) -> None:
+    """``folder/frames.pt``: every frame and label, the key and a CRC-32, written beside and
+    renamed. A folder that cannot be written keeps the per-sample files only (no error: the
+    snapshot only saves time)."""
+    record = {"key": key, "images": images, "labels": labels,
+              "crc32": _snapshot_checksum(key, images, labels)}
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f"{SNAPSHOT}.", dir=folder)
+        os.close(fd)
+        try:
+            torch.save(record, tmp)
+            os.replace(tmp, folder / SNAPSHOT)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+    except OSError:
+        pass
+
+
+def _read_snapshot(folder: Path, key: str, samples: int, shape: tuple[int, ...]
+                   ) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """The snapshot's ``(images, labels)`` if it is this cache's and intact, else ``None``."""
+    try:
+        record = torch.load(folder / SNAPSHOT, weights_only=True)
+    except Exception:  # noqa: BLE001 - missing, truncated or not a torch file: not used
+        return None
+    if not isinstance(record, dict) or record.get("key") != key:
+        return None
+    images, labels = record.get("images"), record.get("labels")
+    if not isinstance(images, torch.Tensor) or not isinstance(labels, torch.Tensor) \
+            or images.dtype != torch.float32 or labels.dtype != torch.long \
+            or tuple(images.shape) != (samples, *shape) or tuple(labels.shape) != (samples,) \
+            or record.get("crc32") != _snapshot_checksum(key, images, labels):
+        return None
+    return images, labels
+
+
 def _cache_key(manifest: dict[str, Any]) -> str:
     text = json.dumps(manifest, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:20]
@@ -488,7 +535,13 @@ def _cached_frames(entry: DatasetEntry, part: str, source: Any, names: list[str]
         return _run(_Samples(frames, None), workers)
     final = root / entry.name / f"{part}-{key}"
     if _read_manifest(final) == manifest:  # a hit: read in this process
-        return _run(_Samples(frames, final), 0)
+        shape = tuple(opts.in_shape(sensor_size))
+        snapshot = _read_snapshot(final, key, len(names), shape)
+        if snapshot is not None:
+            return snapshot
+        result = _run(_Samples(frames, final), 0)  # per sample (damaged ones converted again)
+        _write_snapshot(final, key, *result)
+        return result
     try:
         final.parent.mkdir(parents=True, exist_ok=True)
         partial = Path(tempfile.mkdtemp(prefix=f"{final.name}.partial-", dir=final.parent))
@@ -503,6 +556,7 @@ def _cached_frames(entry: DatasetEntry, part: str, source: Any, names: list[str]
           file=sys.stderr, flush=True)
     try:
         result = _run(_Samples(frames, partial), workers)
+        _write_snapshot(partial, key, *result)
         (partial / MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True))
         if final.exists() and _read_manifest(final) != manifest:  # incomplete or foreign
             shutil.rmtree(final, ignore_errors=True)

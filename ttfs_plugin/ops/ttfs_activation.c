@@ -7,8 +7,9 @@
  *           and four sums per block of BLOCK elements, in double:
  *           [sum gx, sum_q gx, sum_q gx * t, sum_q gx * ln(z / theta0)] (the last: ste only).
  * The caller adds the block sums in a fixed order, so the result does not depend on how the
- * blocks were shared between threads. C99 with GCC/Clang vector extensions and no dependency:
- * built at first use by ttfs_plugin/ops/cpu.py.
+ * blocks were shared between threads. C99 with GCC/Clang vector extensions (the portable loops)
+ * and, on x86-64, AVX2 intrinsics picked at run time (float32: the forward's bucket table, the
+ * eight-lane backward); no dependency: built at first use by ttfs_plugin/ops/cpu.py.
  */
 #include <stdint.h>
 #include <math.h>
