@@ -85,3 +85,23 @@ def test_the_benchmark_prints_a_row_per_shape(capsys):
     conv_input_grad.main(["--batch", "2", "--repeats", "1"])
     rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ")]
     assert len(rows) == 1 + len(conv_input_grad.SHAPES)
+
+
+def test_torch_func_transforms_take_the_plain_route():
+    conv, plain = pair(1, 4, 3, 1, 1, True)
+    x = torch.rand(2, 1, 6, 5)
+    got = torch.func.grad(lambda inp: conv(inp).sum())(x)
+    want = torch.func.grad(lambda inp: plain(inp).sum())(x)
+    assert torch.equal(got, want)
+    jac = torch.func.jacrev(lambda inp: conv(inp).sum(dim=(1, 2, 3)))(x)
+    assert jac.shape == (2, 2, 1, 6, 5)
+
+
+def test_under_cpu_autocast_the_plain_route_runs_in_bf16():
+    conv, plain = pair(1, 4, 3, 1, 1, True)
+    x = torch.rand(2, 1, 6, 5, requires_grad=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = conv(x)
+    assert y.dtype == torch.bfloat16 and "Gemm" not in y.grad_fn.name()
+    y.float().sum().backward()
+    assert x.grad.shape == x.shape and conv.weight.grad.dtype == torch.float32

@@ -349,6 +349,12 @@ def test_kernel_gradients_in_floats_equal_the_tensor_formula():
             assert g.item() == w.float().item()
 
 
+def test_kernel_gradients_of_a_zero_tau_are_infinite_not_an_exception():
+    sums = torch.tensor([1.0, 0.5, 2.0, -1.0], dtype=torch.float64)
+    grad_tau, grad_td = ops.kernel_gradients(sums, torch.tensor(0.0), torch.tensor(0.0), True)
+    assert not torch.isfinite(grad_tau) and not torch.isfinite(grad_td)
+
+
 def test_under_a_dispatch_mode_the_custom_op_runs():
     """A FakeTensorMode (shape inference, export) sees the custom op and its fake kernel."""
     from torch._subclasses.fake_tensor import FakeTensorMode

@@ -66,6 +66,20 @@ class _GemmInputGradConv2d(torch.autograd.Function):
         return grad_x, grad_w, grad_b, None, None
 
 
+def _under_functorch(x: Tensor) -> bool:
+    """Inside ``torch.func.grad`` / ``vmap`` / ``jacrev`` (a wrapped tensor), where a plain
+    ``autograd.Function`` is refused: there ``nn.Conv2d``'s own route is taken."""
+    return bool(torch._C._functorch.is_functorch_wrapped_tensor(x))
+
+
+def _cpu_autocast() -> bool:
+    """CPU autocast is on (it runs conv2d in bf16: there ``nn.Conv2d``'s own route is taken)."""
+    try:
+        return bool(torch.is_autocast_enabled("cpu"))
+    except TypeError:  # torch < 2.4
+        return bool(torch.is_autocast_cpu_enabled())
+
+
 class Conv2d(nn.Conv2d):
     """``nn.Conv2d``; on CPU, for a batched input of at most
     :data:`GEMM_INPUT_GRAD_MAX_CHANNELS` channels that needs a gradient, the input gradient is
@@ -73,6 +87,7 @@ class Conv2d(nn.Conv2d):
 
     def _gemm_input_grad(self, x: Tensor) -> bool:
         return (x.requires_grad and torch.is_grad_enabled() and x.device.type == "cpu"
+                and not _under_functorch(x) and not _cpu_autocast()
                 and x.dim() == 4 and self.in_channels <= GEMM_INPUT_GRAD_MAX_CHANNELS
                 and self.groups == 1 and self.padding_mode == "zeros"
                 and not isinstance(self.padding, str) and tuple(self.dilation) == (1, 1))
