@@ -294,10 +294,13 @@ def test_float32_bucket_forward_equals_the_reference_for_every_kernel_shape(T, t
     z = inputs(T, torch.float32, quantizer, tau=tau, td=td, theta0=1.0)
     thr = threshold_table(torch.tensor(tau), torch.tensor(td), T, 1.0, quantizer)
     kern = kernel_table(torch.tensor(tau), torch.tensor(td), T)
-    padded = torch.cat([kern, kern.new_zeros(1)])
-    x_f, t_f = ops.ttfs_forward(z, thr, padded)
+    assert_forward_matches_reference(z, thr, torch.cat([kern, kern.new_zeros(1)]))
+
+
+def assert_forward_matches_reference(z, thr, padded_kernel):
+    x_f, t_f = ops.ttfs_forward(z, thr, padded_kernel)
     with ops.use_backend("reference"):
-        x_r, t_r = ops.ttfs_forward(z, thr, padded)
+        x_r, t_r = ops.ttfs_forward(z, thr, padded_kernel)
     assert torch.equal(t_f, t_r)
     assert torch.equal(x_f, x_r)
 
@@ -313,12 +316,7 @@ def test_the_default_kernels_take_the_bucket_table_and_odd_tables_the_comparison
         thr = torch.tensor(table)
         assert cpu.uses_buckets(thr) == buckets
         z = torch.cat([torch.linspace(-1, 5, 10_001), thr, torch.nextafter(thr, -thr.abs() - 1)])
-        kern = torch.linspace(1, 0.1, len(table) + 1)
-        x_f, t_f = ops.ttfs_forward(z, thr, kern)
-        with ops.use_backend("reference"):
-            x_r, t_r = ops.ttfs_forward(z, thr, kern)
-        assert torch.equal(t_f, t_r)
-        assert torch.equal(x_f, x_r)
+        assert_forward_matches_reference(z, thr, torch.linspace(1, 0.1, len(table) + 1))
 
 
 def test_plain_eager_calls_skip_the_dispatcher_with_the_same_results():
