@@ -17,18 +17,11 @@ import torch
 
 from ttfs_plugin.conv import gemm_input_grad
 
+from .common import best_time
+
 #: (input channels, output channels, height = width, kernel): MNIST, N-MNIST, CIFAR VGG-16 at
 #: widths 1/4 and 1 first layers.
 SHAPES = [(1, 32, 28, 3), (1, 32, 28, 5), (2, 32, 34, 3), (3, 16, 32, 3), (3, 64, 32, 3)]
-
-
-def best_ms(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.thread_time()
-        fn()
-        times.append(time.thread_time() - start)
-    return min(times) * 1e3
 
 
 def row(cin: int, cout: int, size: int, k: int, batch: int, repeats: int) -> str:
@@ -48,7 +41,7 @@ def row(cin: int, cout: int, size: int, k: int, batch: int, repeats: int) -> str
         return gemm_input_grad(grad_y, w, (size, size), stride, padding)
 
     torch.testing.assert_close(gemm(), onednn(), rtol=1e-4, atol=1e-4)
-    a, b = best_ms(onednn, repeats), best_ms(gemm, repeats)
+    a, b = (1e3 * best_time(f, repeats, clock=time.thread_time) for f in (onednn, gemm))
     return f"| {cin}→{cout} | {size}×{size} | {k}×{k} | {a:.2f} | {b:.2f} | {a / b:.2f}× |"
 
 

@@ -11,25 +11,17 @@ from __future__ import annotations
 import argparse
 import importlib
 import platform
-import time
 
 import torch
 
 from ttfs_plugin.models import small_cnn, vgg16
 
+from .common import best_time
+
 MODELS = {
     "small CNN (28×28)": (lambda: small_cnn(), (1, 28, 28)),
     "VGG-16 width 1/8 (32×32)": (lambda: vgg16(width=1 / 8), (3, 32, 32)),
 }
-
-
-def best_time(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 @torch.no_grad()

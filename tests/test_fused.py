@@ -60,6 +60,14 @@ def assert_matches(fused, reference):
         torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-12)
 
 
+def assert_forward_matches_reference(z, thr, padded_kernel):
+    x_f, t_f = ops.ttfs_forward(z, thr, padded_kernel)
+    with ops.use_backend("reference"):
+        x_r, t_r = ops.ttfs_forward(z, thr, padded_kernel)
+    assert torch.equal(t_f, t_r)
+    assert torch.equal(x_f, x_r)
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("quantizer", QUANTIZERS)
 @pytest.mark.parametrize("grad_mode", F.GRAD_MODES)
@@ -295,14 +303,6 @@ def test_float32_bucket_forward_equals_the_reference_for_every_kernel_shape(T, t
     thr = threshold_table(torch.tensor(tau), torch.tensor(td), T, 1.0, quantizer)
     kern = kernel_table(torch.tensor(tau), torch.tensor(td), T)
     assert_forward_matches_reference(z, thr, torch.cat([kern, kern.new_zeros(1)]))
-
-
-def assert_forward_matches_reference(z, thr, padded_kernel):
-    x_f, t_f = ops.ttfs_forward(z, thr, padded_kernel)
-    with ops.use_backend("reference"):
-        x_r, t_r = ops.ttfs_forward(z, thr, padded_kernel)
-    assert torch.equal(t_f, t_r)
-    assert torch.equal(x_f, x_r)
 
 
 def test_the_default_kernels_take_the_bucket_table_and_odd_tables_the_comparisons():

@@ -535,11 +535,11 @@ def _cached_frames(entry: DatasetEntry, part: str, source: Any, names: list[str]
         return _run(_Samples(frames, None), workers)
     final = root / entry.name / f"{part}-{key}"
     if _read_manifest(final) == manifest:  # a hit: read in this process
-        shape = tuple(opts.in_shape(sensor_size))
-        snapshot = _read_snapshot(final, key, len(names), shape)
+        samples = _Samples(frames, final)
+        snapshot = _read_snapshot(final, key, len(samples), samples.shape)
         if snapshot is not None:
             return snapshot
-        result = _run(_Samples(frames, final), 0)  # per sample (damaged ones converted again)
+        result = _run(samples, 0)  # per sample (damaged ones converted again)
         _write_snapshot(final, key, *result)
         return result
     try:

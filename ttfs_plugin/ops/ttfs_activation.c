@@ -166,7 +166,7 @@ static inline int32_t bucket_time(const bucket_table *L, float v) {
 
 #if defined(__GNUC__) && defined(__x86_64__)
 #include <immintrin.h>
-#define HAVE_AVX2_BUCKETS 1
+#define HAVE_AVX2 1
 static int32_t allow_avx2 = 1; /* 0: the portable loops, as on a CPU without AVX2 (tests) */
 void ttfs_allow_avx2(int32_t on) { allow_avx2 = on; }
 static int avx2_ok(void) {
@@ -215,7 +215,7 @@ static int avx2_ok(void) { return 0; }
 static void forward_buckets(const float *z, int64_t begin, int64_t end, const bucket_table *L,
                             const float *kern, void *t_out, int32_t time_bytes, float *x) {
     int64_t i = begin;
-#ifdef HAVE_AVX2_BUCKETS
+#ifdef HAVE_AVX2
     if (avx2_ok()) i = buckets_avx2(z, begin, end, L, kern, t_out,
                                                          time_bytes, x);
 #endif
@@ -257,10 +257,44 @@ static inline __attribute__((always_inline)) vdouble4 log4(vdouble4 v) {
     return e * 0.69314718055994530942 + (s + s) * (1.0 + series);
 }
 
+/* The neurons [i, stop) of a block one by one (its tail), added to s = {S, S_q, S_qt, S_qlog}. */
+#define DEFINE_BACKWARD_TAIL(NAME, REAL, TIME)                                                \
+static inline void NAME(const REAL *g, const REAL *z, const TIME *t, int64_t i, int64_t stop, \
+                        const REAL *kern, int32_t T, REAL theta0_r, int32_t ste,              \
+                        int32_t need_z, REAL *grad_z, double s[4]) {                          \
+    for (; i < stop; ++i) {                                                                  \
+        const int32_t ti = (int32_t)t[i];                                                    \
+        const REAL gx = g[i] * kern[ti];                                                     \
+        const int q = ti >= 1 && ti <= T - 1;                                                \
+        if (need_z) grad_z[i] = q ? (ste ? gx / z[i] : g[i] / theta0_r) : (REAL)0;           \
+        s[0] += (double)gx;                                                                  \
+        if (q) {                                                                             \
+            s[1] += (double)gx;                                                              \
+            s[2] += (double)gx * (double)ti;                                                 \
+            if (ste) s[3] += (double)gx * log((double)z[i]);                                 \
+        }                                                                                    \
+    }                                                                                        \
+}
+DEFINE_BACKWARD_TAIL(tail_f32_u8, float, uint8_t)
+DEFINE_BACKWARD_TAIL(tail_f32_i32, float, int32_t)
+DEFINE_BACKWARD_TAIL(tail_f64_u8, double, uint8_t)
+DEFINE_BACKWARD_TAIL(tail_f64_i32, double, int32_t)
+
+/* A block's four sums: its tail's s plus the vector lanes (each sum's lanes in order), into
+ * out[0..3]; the last as sum_q gx ln(z / theta0). */
+static inline void finish_block(double *out, double s[4], const double lanes[4][4], int32_t ste,
+                                double log_theta0) {
+    for (int l = 0; l < 4; ++l) {
+        s[0] += lanes[0][l]; s[1] += lanes[1][l]; s[2] += lanes[2][l]; s[3] += lanes[3][l];
+    }
+    out[0] = s[0]; out[1] = s[1]; out[2] = s[2];
+    out[3] = ste ? s[3] - log_theta0 * s[1] : 0.0;
+}
+
 /* Backward over [begin, end), four neurons at a time (then the tail one by one). gx = g * x is
  * formed in z's dtype exactly as the reference does; the sums are kept in double lanes and
  * reduced in a fixed order at the end of every block. */
-#define DEFINE_BACKWARD(NAME, REAL, TIME, VREAL4, VMASK4)                                     \
+#define DEFINE_BACKWARD(NAME, REAL, TIME, VREAL4, VMASK4, TAIL)                               \
 MULTIVERSION                                                                                 \
 void NAME(const REAL *g, const REAL *z, const TIME *t, int64_t begin, int64_t end,           \
           const REAL *kern, int32_t T, double theta0, int32_t ste, int32_t need_z,           \
@@ -306,25 +340,14 @@ void NAME(const REAL *g, const REAL *z, const TIME *t, int64_t begin, int64_t en
                 acc_qlog += gq * log4(zd);                                                   \
             }                                                                                \
         }                                                                                    \
-        double s_all = 0.0, s_q = 0.0, s_qt = 0.0, s_qlog = 0.0;                             \
-        for (; i < stop; ++i) {                                                              \
-            const int32_t ti = (int32_t)t[i];                                                \
-            const REAL gx = g[i] * kern[ti];                                                 \
-            const int q = ti >= 1 && ti <= T - 1;                                            \
-            if (need_z) grad_z[i] = q ? (ste ? gx / z[i] : g[i] / theta0_r) : (REAL)0;       \
-            s_all += (double)gx;                                                             \
-            if (q) {                                                                         \
-                s_q += (double)gx;                                                           \
-                s_qt += (double)gx * (double)ti;                                             \
-                if (ste) s_qlog += (double)gx * log((double)z[i]);                           \
-            }                                                                                \
-        }                                                                                    \
-        for (int l = 0; l < 4; ++l) {                                                        \
-            s_all += acc_all[l]; s_q += acc_q[l]; s_qt += acc_qt[l]; s_qlog += acc_qlog[l];  \
-        }                                                                                    \
-        double *out = sums + 4 * (i0 / BLOCK);                                               \
-        out[0] = s_all; out[1] = s_q; out[2] = s_qt;                                         \
-        out[3] = ste ? s_qlog - log_theta0 * s_q : 0.0; /* sum_q gx ln(z / theta0) */        \
+        double tail[4] = {0.0, 0.0, 0.0, 0.0}, lanes[4][4];                                 \
+        TAIL(g, z, t, i, stop, kern, T, theta0_r, ste, need_z, grad_z, tail);                \
+        memcpy(lanes[0], &acc_all, sizeof lanes[0]);                                         \
+        memcpy(lanes[1], &acc_q, sizeof lanes[1]);                                           \
+        memcpy(lanes[2], &acc_qt, sizeof lanes[2]);                                          \
+        memcpy(lanes[3], &acc_qlog, sizeof lanes[3]);                                        \
+        finish_block(sums + 4 * (i0 / BLOCK), tail, (const double (*)[4])lanes, ste,         \
+                     log_theta0);                                                            \
     }                                                                                        \
 }
 
@@ -332,10 +355,10 @@ DEFINE_FORWARD(forward_compare_f32_u8, float, uint8_t, vfloat, vint32, vuint8x8)
 DEFINE_FORWARD(forward_compare_f32_i32, float, int32_t, vfloat, vint32, vint32)
 DEFINE_FORWARD(ttfs_forward_f64_u8, double, uint8_t, vdouble, vint64, vuint8x4)
 DEFINE_FORWARD(ttfs_forward_f64_i32, double, int32_t, vdouble, vint64, vint32x4)
-DEFINE_BACKWARD(backward_vec_f32_u8, float, uint8_t, vfloat4, vint32x4)
-DEFINE_BACKWARD(backward_vec_f32_i32, float, int32_t, vfloat4, vint32x4)
-DEFINE_BACKWARD(ttfs_backward_f64_u8, double, uint8_t, vdouble4, vint64x4)
-DEFINE_BACKWARD(ttfs_backward_f64_i32, double, int32_t, vdouble4, vint64x4)
+DEFINE_BACKWARD(backward_vec_f32_u8, float, uint8_t, vfloat4, vint32x4, tail_f32_u8)
+DEFINE_BACKWARD(backward_vec_f32_i32, float, int32_t, vfloat4, vint32x4, tail_f32_i32)
+DEFINE_BACKWARD(ttfs_backward_f64_u8, double, uint8_t, vdouble4, vint64x4, tail_f64_u8)
+DEFINE_BACKWARD(ttfs_backward_f64_i32, double, int32_t, vdouble4, vint64x4, tail_f64_i32)
 
 int32_t ttfs_block_size(void) { return BLOCK; }
 
@@ -361,7 +384,7 @@ int32_t ttfs_forward_buckets_f32(const float *thr, int32_t T) {
     return build_bucket_table(thr, T, &table);
 }
 
-#ifdef HAVE_AVX2_BUCKETS
+#ifdef HAVE_AVX2
 /* log4 with AVX2 and FMA: the same reduction and series. */
 __attribute__((target("avx2,fma"))) static inline __m256d log4_avx2(__m256d v) {
     const __m256i bits = _mm256_castpd_si256(v);
@@ -447,36 +470,25 @@ __attribute__((target("avx2,fma"))) static void backward_avx2_f32(
             acc_qlog = _mm256_fmadd_pd(_mm256_cvtps_pd(_mm_loadu_ps(packed_g + j)),
                                        log4_avx2(_mm256_cvtps_pd(_mm_loadu_ps(packed_z + j))),
                                        acc_qlog);
-        double s_all = 0.0, s_q = 0.0, s_qt = 0.0, s_qlog = 0.0;
-        for (; j < packed; ++j) s_qlog += (double)packed_g[j] * log((double)packed_z[j]);
-        for (; i < stop; ++i) {
-            const int32_t ti = time_bytes == 1 ? ((const uint8_t *)t)[i] : ((const int32_t *)t)[i];
-            const float gx = g[i] * kern[ti];
-            const int q = ti >= 1 && ti <= T - 1;
-            if (need_z) grad_z[i] = q ? (ste ? gx / z[i] : g[i] / theta0_r) : 0.0f;
-            s_all += (double)gx;
-            if (q) {
-                s_q += (double)gx;
-                s_qt += (double)gx * (double)ti;
-                if (ste) s_qlog += (double)gx * log((double)z[i]);
-            }
-        }
-        double lanes[4][4];
+        double tail[4] = {0.0, 0.0, 0.0, 0.0}, lanes[4][4];
+        for (; j < packed; ++j) tail[3] += (double)packed_g[j] * log((double)packed_z[j]);
+        if (time_bytes == 1)
+            tail_f32_u8(g, z, (const uint8_t *)t, i, stop, kern, T, theta0_r, ste, need_z,
+                        grad_z, tail);
+        else
+            tail_f32_i32(g, z, (const int32_t *)t, i, stop, kern, T, theta0_r, ste, need_z,
+                         grad_z, tail);
         _mm256_storeu_pd(lanes[0], acc_all);
         _mm256_storeu_pd(lanes[1], acc_q);
         _mm256_storeu_pd(lanes[2], acc_qt);
         _mm256_storeu_pd(lanes[3], acc_qlog);
-        for (int l = 0; l < 4; ++l) {
-            s_all += lanes[0][l]; s_q += lanes[1][l]; s_qt += lanes[2][l]; s_qlog += lanes[3][l];
-        }
-        double *out = sums + 4 * (i0 / BLOCK);
-        out[0] = s_all; out[1] = s_q; out[2] = s_qt;
-        out[3] = ste ? s_qlog - log_theta0 * s_q : 0.0;
+        finish_block(sums + 4 * (i0 / BLOCK), tail, (const double (*)[4])lanes, ste,
+                     log_theta0);
     }
 }
 #endif
 
-#ifdef HAVE_AVX2_BUCKETS
+#ifdef HAVE_AVX2
 #define AVX2_BACKWARD(TIME)                                                                  \
     if (avx2_ok()) {                                                                         \
         backward_avx2_f32(g, z, t, (int32_t)sizeof(TIME), begin, end, kern, T, theta0, ste,  \
