@@ -13,12 +13,13 @@ from torch import nn
 pytest.importorskip("snntorch")
 pytest.importorskip("norse")
 
-from _model_helpers import randomise_batch_norm  # noqa: E402
+from _model_helpers import SIM_NETS as NETS  # noqa: E402
+from _model_helpers import assert_same_result  # noqa: E402
+from _model_helpers import build_sim_net as build  # noqa: E402
 
 from ttfs_plugin import norse as tnorse  # noqa: E402
 from ttfs_plugin import snntorch as tsnn  # noqa: E402
 from ttfs_plugin.layers import TemporalKernel  # noqa: E402
-from ttfs_plugin.models import mlp, small_cnn, vgg16  # noqa: E402
 from ttfs_plugin.simulation import agreement, surrogate_spike_times  # noqa: E402
 from ttfs_plugin.timestep import (  # noqa: E402
     NeuronState,
@@ -29,36 +30,6 @@ from ttfs_plugin.timestep import (  # noqa: E402
 )
 
 ADAPTERS = {"snntorch": (tsnn, tsnn.to_snntorch), "norse": (tnorse, tnorse.to_norse)}
-
-NETS = {
-    "mlp": (lambda q: mlp(hidden=(24, 16), T=8, tau0=4.0, quantizer=q), (6, 1, 8, 8)),
-    "cnn-max": (lambda q: small_cnn(channels=(4, 8), hidden=16, T=8, tau0=4.0, quantizer=q),
-                (4, 1, 28, 28)),
-    "vgg16-narrow": (lambda q: vgg16(width=1 / 32, T=4, tau0=3.0, quantizer=q), (2, 3, 32, 32)),
-    "cnn-analog": (lambda q: small_cnn(channels=(4, 8), hidden=16, T=8, tau0=4.0, quantizer=q,
-                                       input_mode="analog"), (4, 1, 28, 28)),
-}
-
-
-def build(name, quantizer, dtype, seed=0):
-    make, shape = NETS[name]
-    torch.manual_seed(seed)
-    model = randomise_batch_norm(make(quantizer)).to(dtype)
-    gen = torch.Generator().manual_seed(seed + 1)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, TemporalKernel) and m.tau.requires_grad:  # off the defaults
-                m.tau.add_(torch.rand((), generator=gen, dtype=dtype) - 0.5)
-                m.td.add_(0.3 * torch.rand((), generator=gen, dtype=dtype) - 0.1)
-    return model, torch.rand(*shape, dtype=dtype, generator=gen)
-
-
-def assert_same_result(a, b):
-    assert torch.equal(a.logits, b.logits)
-    assert a.spike_times.keys() == b.spike_times.keys()
-    for name in a.spike_times:
-        assert torch.equal(a.spike_times[name], b.spike_times[name]), name
-
 
 def simulate_both(adapter, net, x):
     with torch.no_grad():

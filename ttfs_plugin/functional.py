@@ -20,6 +20,7 @@ from .kernel import (
     DEFAULT_QUANTIZER,
     check_quantizer,
     check_window,
+    silence_padded,
     tables,
 )
 
@@ -48,7 +49,7 @@ class _TTFSActivation(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, z, tau, td, thresholds, kernel, theta0, grad_mode):
-        padded = torch.cat([kernel.to(z.dtype), kernel.new_zeros(1, dtype=z.dtype)])
+        padded = silence_padded(kernel.to(z.dtype))
         x, t = ops.activation_forward(z, thresholds.to(z.dtype), padded)
         ste = grad_mode == "ste"
         ctx.save_for_backward(z if ste else None, t, padded, tau, td)

@@ -152,10 +152,24 @@ def encode(u: Tensor, thresholds: Tensor, dtype: torch.dtype = torch.long) -> Te
     return ops.activation_forward(u.detach(), thr, no_values)[1].to(dtype)
 
 
+def encode_and_decode(u: Tensor, thresholds: Tensor, kernel: Tensor,
+                      dtype: torch.dtype = torch.long) -> tuple[Tensor, Tensor]:
+    """``(encode(u, thresholds, dtype), decode(t, kernel))`` in one pass of the fused op: the
+    value is the same gather from the same table, so the same bits."""
+    thr = thresholds.detach().to(u.dtype)
+    values, t = ops.activation_forward(u.detach(), thr, silence_padded(kernel.to(u.dtype)))
+    return t.to(dtype), values
+
+
+def silence_padded(kernel: Tensor) -> Tensor:
+    """The ``T + 1`` entries ``kappa(0) … kappa(T-1), 0``: what spike time ``t`` carries, ``T``
+    (no spike) carrying nothing."""
+    return torch.cat([kernel, kernel.new_zeros(1)])
+
+
 def decode(t: Tensor, kernel: Tensor) -> Tensor:
     """Value a spike at time ``t`` carries: ``kappa(t)``, and ``0`` for ``t == T`` (no spike)."""
-    padded = torch.cat([kernel, kernel.new_zeros(1)])
-    return padded[t]
+    return silence_padded(kernel)[t]
 
 
 def spike_regions(t: Tensor, T: int) -> dict[str, Tensor]:

@@ -33,7 +33,7 @@ try:
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise ImportError("ttfs_plugin.norse needs Norse: pip install 'ttfs-plugin[norse]'") from exc
 
-from . import export
+from . import export, window_schedule
 from .errors import ConfigError
 from .kernel import DEFAULT_KERNEL, DEFAULT_QUANTIZER, TAU_MIN, check_quantizer, threshold_table
 from .layers import TemporalKernel
@@ -310,7 +310,8 @@ def _logits(net: nn.Module):
     return read
 
 
-def simulate(net: nn.Module, x: Tensor, steps: int | None = None) -> SimulationResult:
+def simulate(net: nn.Module, x: Tensor, steps: int | None = None, native_loop: bool = False
+             ) -> SimulationResult:
     """Step ``net`` ``num_steps(net)`` times the Norse way (``out, state = net(x_t, state)`` from
     ``state=None``); return the logits and every neuron's spike time.
 
@@ -319,8 +320,29 @@ def simulate(net: nn.Module, x: Tensor, steps: int | None = None) -> SimulationR
     autograd as the caller has it: under ``torch.no_grad()`` for evaluation (spike times once
     per fire window, cached tables: several times faster), without it to train through time on
     ``result.logits`` (every step's surrogate spike, and the graph kept).
+
+    Under ``no_grad``, a network as :func:`to_norse` or :func:`load` makes it (no hooks on its
+    modules, analog input) runs window by window instead (:mod:`ttfs_plugin.window_schedule`):
+    the loop's logits and spike times bit for bit, idle modules not called.
+    ``native_loop=True`` always steps ``net(x_t, state)``.
     """
-    return run_simulation(net, x, lambda x_t, state: net(x_t, state), steps, _logits(net))
+    chain = None if native_loop else window_schedule.chain_of(net, _plain_sequential_state,
+                                                              _as_converted)
+    return run_simulation(net, x, lambda x_t, state: net(x_t, state), steps, _logits(net),
+                          chain=chain)
+
+
+def _plain_sequential_state(net: nn.Module) -> bool:
+    """Norse's ``SequentialState`` calling every child with its state, returning the last
+    output (no hidden outputs, no state hooks)."""
+    return (type(net) is SequentialState and not net.return_hidden
+            and not getattr(net, "forward_state_hooks", None)
+            and all(net.stateful_layers))
+
+
+def _as_converted(module: nn.Module, last: bool) -> bool:
+    return type(module) in (TTFSCell, TemporalKernelSynapse, FirstSpikeMaxPool2d,
+                            ReadoutIntegrator)
 
 
 def save(net: nn.Module, path: str | Path) -> None:

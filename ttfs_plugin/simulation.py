@@ -65,14 +65,17 @@ def is_ttfs_neuron(module: nn.Module) -> bool:
 
 
 def run_simulation(net: nn.Module, x: Tensor, step: Callable, steps: int | None = None,
-                   logits_of: Callable | None = None) -> SimulationResult:
+                   logits_of: Callable | None = None, chain: list | None = None
+                   ) -> SimulationResult:
     """Step ``net`` through a whole run with ``out, state = step(x_t, state)`` (from
     ``state=None``) and record every neuron's spike time.
 
     The input layer's ``input_mode`` says what ``x`` is: analog, the batch (fed at step 0, zeros
     after); spikes, a first-spike train ``(steps_in <= T, B, ...)`` (zeros after it).
     ``logits_of(out, state)`` reads the logits (default: ``out``, or its second entry for a
-    ``(spk, mem)`` output).
+    ``(spk, mem)`` output). ``chain`` (from :func:`ttfs_plugin.window_schedule.chain_of`, or
+    ``None``): run it window by window where that gives the loop's results bit for bit
+    (:mod:`ttfs_plugin.window_schedule`); the loop runs otherwise.
     """
     from .stepped import neurons_of, num_steps
     from .timestep import silent_zeros
@@ -92,6 +95,29 @@ def run_simulation(net: nn.Module, x: Tensor, step: Callable, steps: int | None 
         inputs, zeros = x, silent_zeros(x.shape[1:], x)
     else:
         inputs, zeros = x.unsqueeze(0), silent_zeros(x.shape, x)
+    by_windows = None
+    if chain is not None and first.input_mode == "analog":
+        from .window_schedule import run
+
+        by_windows = run(chain, x, steps)
+    if by_windows is not None:
+        logits, times, neurons, T = by_windows
+    else:
+        logits, times, neurons, T = _step_loop(net, inputs, zeros, step, steps, logits_of)
+    output = next((m for m in neurons_of(net) if m.is_output), None)
+    label = None
+    if output is not None:
+        label = output.layer_name or next(n for n, m in net.named_modules() if m is output)
+    input_label = None
+    if not first.relay:
+        input_label = first.layer_name or next(n for n, m in net.named_modules() if m is first)
+    return SimulationResult(logits, times, T, steps, neurons, label, input_label)
+
+
+def _step_loop(net: nn.Module, inputs: Tensor, zeros: Tensor, step: Callable, steps: int,
+               logits_of: Callable | None) -> tuple[Tensor, dict[str, Tensor], dict[str, int], int]:
+    """The framework's own loop, ``steps`` calls of ``step``, with the spike-time recorder:
+    ``(logits, spike times, neurons per sample, T)``."""
     recorder = SpikeTimeRecorder(net)
     out, state = None, None
     try:
@@ -104,16 +130,8 @@ def run_simulation(net: nn.Module, x: Tensor, step: Callable, steps: int | None 
         logits = logits_of(out, state)
     else:
         logits = out[1] if isinstance(out, tuple) else out
-    output = next((m for m in neurons_of(net) if m.is_output), None)
-    label = None
-    if output is not None:
-        label = output.layer_name or next(n for n, m in net.named_modules() if m is output)
     assert recorder.T is not None  # it hooks every spiking neuron
-    input_label = None
-    if not first.relay:
-        input_label = first.layer_name or next(n for n, m in net.named_modules() if m is first)
-    return SimulationResult(logits, recorder.times, recorder.T, steps, recorder.neurons, label,
-                            input_label)
+    return logits, recorder.times, recorder.neurons, recorder.T
 
 
 class SpikeTimeRecorder:

@@ -33,7 +33,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
     raise ImportError("ttfs_plugin.snntorch needs snnTorch: pip install 'ttfs-plugin[snntorch]'"
                       ) from exc
 
-from . import export
+from . import export, window_schedule
 from .errors import ConfigError
 from .kernel import DEFAULT_KERNEL, DEFAULT_QUANTIZER
 from .layers import TemporalKernel
@@ -365,7 +365,8 @@ def to_snntorch(model: nn.Module, spike_grad=None, output: str = "membrane",
                                window_batched=window_batched))
 
 
-def simulate(net: nn.Module, x: Tensor, steps: int | None = None) -> SimulationResult:
+def simulate(net: nn.Module, x: Tensor, steps: int | None = None, native_loop: bool = False
+             ) -> SimulationResult:
     """Step ``net`` ``num_steps(net)`` times the snnTorch way (``out = net(x_t)``); return the
     logits (the readout or output membrane at the end) and every neuron's spike time.
 
@@ -374,9 +375,28 @@ def simulate(net: nn.Module, x: Tensor, steps: int | None = None) -> SimulationR
     autograd as the caller has it: under ``torch.no_grad()`` for evaluation (spike times once
     per fire window, cached tables: several times faster), without it to train through time on
     ``result.logits`` (every step's surrogate spike, and the graph kept).
+
+    Under ``no_grad``, a network as :func:`to_snntorch` or :func:`load` makes it (no hooks on
+    its modules, analog input) runs window by window instead (:mod:`ttfs_plugin.window_schedule`):
+    the loop's logits and spike times bit for bit, idle modules not called; its modules are left
+    reset. ``native_loop=True`` always steps ``net(x_t)``.
     """
     reset(net)
-    return run_simulation(net, x, lambda x_t, state: (net(x_t), None), steps)
+    chain = None if native_loop else window_schedule.chain_of(net, _plain_sequential,
+                                                              _as_converted)
+    return run_simulation(net, x, lambda x_t, state: (net(x_t), None), steps, chain=chain)
+
+
+def _plain_sequential(net: nn.Module) -> bool:
+    return type(net) is nn.Sequential
+
+
+def _as_converted(module: nn.Module, last: bool) -> bool:
+    """One of this adapter's modules as :func:`to_snntorch` sets it up (a neuron with hidden
+    state, returning ``(spk, mem)`` only as the network's last module)."""
+    if type(module) is TTFSNeuron:
+        return module.init_hidden and module.output == last
+    return type(module) in (TemporalKernelSynapse, FirstSpikeMaxPool2d, ReadoutIntegrator)
 
 
 def save(net: nn.Module, path: str | Path) -> None:

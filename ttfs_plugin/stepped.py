@@ -392,8 +392,9 @@ class SynapseBase(Stepped):
         return f"source_index={self.source_index}{batched}"
 
 
-def pooled_shape(spikes: Tensor, kernel_size: int) -> tuple[int, ...]:
-    return (*spikes.shape[:-2], spikes.shape[-2] // kernel_size, spikes.shape[-1] // kernel_size)
+def pooled_shape(shape: tuple[int, ...] | torch.Size, kernel_size: int) -> tuple[int, ...]:
+    """The shape a ``kernel_size`` max-pool makes of inputs shaped ``shape``."""
+    return (*shape[:-2], shape[-2] // kernel_size, shape[-1] // kernel_size)
 
 
 class MaxPoolBase(Stepped):
@@ -405,7 +406,7 @@ class MaxPoolBase(Stepped):
         self.layer_name = layer_name
 
     def advance(self, spikes: Tensor, state: PoolState | None) -> tuple[Tensor, PoolState]:
-        shape = pooled_shape(spikes, self.kernel_size)
+        shape = pooled_shape(spikes.shape, self.kernel_size)
         if state is None or tuple(state.emitted.shape) != tuple(shape):
             state = PoolState(torch.zeros(shape, dtype=torch.bool, device=spikes.device))
         if is_silent(spikes):
@@ -457,7 +458,11 @@ def neurons_of(net: nn.Module) -> list[NeuronBase]:
 
 def num_steps(net: nn.Module) -> int:
     """``(L+1)*T`` for a converted or hand-built network (``(L+2)*T`` with a spiking output)."""
-    neurons = neurons_of(net)
+    return run_length(neurons_of(net))
+
+
+def run_length(neurons: list[NeuronBase]) -> int:
+    """``(max layer_index + 2) * T``: the steps a run of these neurons takes."""
     if not neurons:
         raise ValueError("the network has no TTFS neuron")
     return (max(m.layer_index for m in neurons) + 2) * neurons[0].kernel.T

@@ -413,9 +413,14 @@ def synapse_step(spikes: Tensor, step: int, source_index: int, kernel: Tensor,
     if window != source_index + 1 or (is_silent(spikes) and (k > 0 or bias is None)):
         return None
     current = op(spikes) * kernel[k].to(spikes.dtype)
-    if k == 0 and bias is not None:
-        current = current + bias.to(spikes.dtype).view(1, -1, *([1] * (current.dim() - 2)))
-    return current
+    return with_bias(current, bias) if k == 0 else current
+
+
+def with_bias(current: Tensor, bias: Tensor | None) -> Tensor:
+    """``current + bias`` over the channel dimension (dimension 1); ``bias=None``: unchanged."""
+    if bias is None:
+        return current
+    return current + bias.to(current.dtype).view(1, -1, *([1] * (current.dim() - 2)))
 
 
 def first_spike_pool_step(spikes: Tensor, emitted: Tensor | None, kernel_size: int
@@ -435,13 +440,15 @@ def first_spike_pool_step(spikes: Tensor, emitted: Tensor | None, kernel_size: i
     return out, emitted | (out.detach() > 0)
 
 
-def pooled_times(times: Tensor, emitted: Tensor, k: int, T: int, kernel_size: int) -> Tensor:
+def pooled_times(times: Tensor, emitted: Tensor | None, k: int, T: int, kernel_size: int
+                 ) -> Tensor:
     """Spike times of a first-spike max-pool from local time ``k`` on: the earliest input spike
     still to come (``times >= k``; a min over each pool, as a max-pool of ``-t``), ``T`` where
-    the pooled unit has emitted already. Exact: small integers are exact in float32."""
+    the pooled unit has emitted already (``emitted=None``: none has). Exact: small integers are
+    exact in float32."""
     coming = (torch.where(times >= k, times, T) if k > 0 else times).to(torch.float32)
     first = F.max_pool2d(coming.neg_(), kernel_size).neg_().to(times.dtype)
-    return first.masked_fill_(emitted, T)
+    return first if emitted is None else first.masked_fill_(emitted, T)
 
 
 def _fast_pool(tag: SpikeTimes, spikes: Tensor, emitted: Tensor, kernel_size: int
@@ -495,10 +502,7 @@ def window_synapse_step(spikes: Tensor, state: SynapseState, source_index: int,
         if bias is None:
             return None, SynapseState(step)
         value = spikes  # silent all window: op(0) + bias
-    current = op(value.to(spikes.dtype))
-    if bias is not None:
-        current = current + bias.to(current.dtype).view(1, -1, *([1] * (current.dim() - 2)))
-    return current, SynapseState(step)
+    return with_bias(op(value.to(spikes.dtype)), bias), SynapseState(step)
 
 
 def _decode_between(times: Tensor, start: int, stop: int, kernel: Tensor) -> Tensor:
