@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import NamedTuple
+from typing import NamedTuple, cast
 
 import torch
 from torch import Tensor, nn
@@ -335,9 +335,9 @@ def simulate(net: nn.Module, x: Tensor, steps: int | None = None, native_loop: b
 def _plain_sequential_state(net: nn.Module) -> bool:
     """Norse's ``SequentialState`` calling every child with its state, returning the last
     output (no hidden outputs, no state hooks)."""
-    return (type(net) is SequentialState and not net.return_hidden
-            and not getattr(net, "forward_state_hooks", None)
-            and all(net.stateful_layers))
+    return (isinstance(net, SequentialState) and type(net) is SequentialState
+            and not net.return_hidden and not getattr(net, "forward_state_hooks", None)
+            and all(cast(list, net.stateful_layers)))
 
 
 def _as_converted(module: nn.Module, last: bool) -> bool:

@@ -184,8 +184,8 @@ class _Schedule:
 
     def _decodes(self, i: int) -> bool:
         """Whether module ``i`` decodes a Times signal (a window-batched synapse)."""
-        return i < len(self.chain) and isinstance(self.chain[i][1], SynapseBase) \
-            and self.chain[i][1].window_batched
+        module = self.chain[i][1] if i < len(self.chain) else None
+        return isinstance(module, SynapseBase) and module.window_batched
 
     def _per_step(self, signal: Signal) -> Iterator[Tensor | None]:
         """The per-step tensors of a window's signal (``None``: silent): spike times become
@@ -282,7 +282,8 @@ class _Schedule:
             return None
         kernel = synapse._table("kernel")
         if isinstance(signal, Times) and synapse.window_batched:
-            if signal.values is not None and torch.equal(signal.table, silence_padded(kernel)):
+            if (signal.values is not None and signal.table is not None
+                    and torch.equal(signal.table, silence_padded(kernel))):
                 value = signal.values  # the same gather from an equal table
             else:
                 value = _decode_between(signal.times, 0, self.T, kernel)
