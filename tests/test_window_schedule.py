@@ -182,7 +182,7 @@ def test_tables_the_schedule_cannot_use_hand_back_to_the_loop(monkeypatch, sched
     net = tnorse.to_norse(model)
     monkeypatch.setattr(window_schedule, "_monotone", lambda thresholds: False)
     by_windows, loop = both(tnorse, net, x)
-    assert schedule_runs == [False]  # it started, met the table and declined
+    assert schedule_runs == [False]  # it looked at the tables and declined
     assert_same_run(by_windows, loop)
 
 
@@ -209,3 +209,25 @@ def test_the_network_steps_on_natively_after_a_scheduled_run(schedule_runs):
         outs = [net(x if g == 0 else torch.zeros_like(x)) for g in range(tsnn.num_steps(net))]
     assert schedule_runs == [True]
     assert torch.equal(outs[-1], result.logits)
+
+
+def test_a_hand_built_chain_relay_pool_and_neuron_after_neuron(schedule_runs):
+    """Per-step signals where the schedule has no shortcut: a relay's membrane pooled, a
+    neuron integrating another's spikes, a readout counting spikes."""
+    torch.manual_seed(0)
+    T = 4
+    kernel = tsnn.TemporalKernel(T, tau=3.0, td=0.0)
+    for batched in (False, True):
+        net = nn.Sequential(
+            tsnn.TTFSNeuron(0, kernel=kernel, init_hidden=True, relay=True),
+            tsnn.FirstSpikeMaxPool2d(2),
+            tsnn.TemporalKernelSynapse(tsnn.TemporalKernel(T, tau=3.0), 0,
+                                       nn.Conv2d(1, 3, 3, padding=1), window_batched=batched),
+            tsnn.TTFSNeuron(1, T=T, tau=2.5, init_hidden=True),
+            tsnn.TTFSNeuron(2, T=T, tau=2.0, init_hidden=True),
+            tsnn.ReadoutIntegrator(3))
+        x = torch.rand(3, 1, 8, 8)
+        by_windows, loop = both(tsnn, net, x)
+        assert_same_run(by_windows, loop)
+        assert loop.logits.abs().sum() > 0
+    assert schedule_runs == [True, True]

@@ -85,10 +85,6 @@ class WindowRun(NamedTuple):
     T: int
 
 
-class _NotProvable(Exception):
-    """A rule met mid-run that the window schedule cannot vouch for: step the loop instead."""
-
-
 def _has_hooks(module: nn.Module) -> bool:
     return bool(module._forward_hooks or module._forward_pre_hooks
                 or getattr(module, "_forward_hooks_with_kwargs", None))
@@ -119,11 +115,12 @@ def chain_of(net: nn.Module, container: Callable[[nn.Module], bool],
 
 def run(chain: list[tuple[str, Stepped]], x: Tensor, steps: int) -> WindowRun | None:
     """The whole run of ``chain`` on the analog batch ``x`` (given at step 0), or ``None`` when
-    the window schedule does not apply (then nothing has changed: step the loop)."""
+    the window schedule does not apply (decided before any work: then step the loop)."""
     modules = [m for _, m in chain]
     neurons = [m for m in modules if isinstance(m, NeuronBase)]
     if (torch.is_grad_enabled() or not fast_paths_enabled() or not neurons
-            or steps != run_length(neurons)):
+            or steps != run_length(neurons)
+            or not all(isinstance(m, _KINDS) for m in modules)):
         return None
     kernels = [m.kernel for m in modules if isinstance(m, (NeuronBase, SynapseBase))]
     T, dtype = kernels[0].T, kernels[0].tau.dtype
@@ -134,10 +131,14 @@ def run(chain: list[tuple[str, Stepped]], x: Tensor, steps: int) -> WindowRun | 
     if not isinstance(modules[-1], (ReadoutBase, NeuronBase)) or any(
             isinstance(m, ReadoutBase) for m in modules[:-1]):
         return None
-    try:
-        return _Schedule(chain, T, dtype).run(x, steps // T)
-    except _NotProvable:
-        return None
+    for neuron in neurons:  # where the loop would fire by the reference rule, not fire_times
+        thresholds = neuron._thresholds()
+        if not neuron.relay and (thresholds.dtype != dtype or not _monotone(thresholds)):
+            return None
+    return _Schedule(chain, T, dtype).run(x, steps // T)
+
+
+_KINDS = (NeuronBase, SynapseBase, MaxPoolBase, ReadoutBase)
 
 
 class _Schedule:
@@ -207,12 +208,10 @@ class _Schedule:
             return self._synapse(i, module, w, signal)
         if isinstance(module, MaxPoolBase):
             return self._pool(i, module, signal)
-        if isinstance(module, ReadoutBase):
-            for current in self._per_step(signal):
-                if current is not None:
-                    self.mem[i] = readout_step(current, self.mem.get(i))
-            return None
-        raise _NotProvable
+        for current in self._per_step(signal):  # the readout (run() admits nothing else)
+            if current is not None:
+                self.mem[i] = readout_step(current, self.mem.get(i))
+        return None
 
     def _neuron(self, i: int, name: str, neuron: NeuronBase, w: int, signal: Signal) -> Signal:
         """Integrate in window ``layer_index`` (``mem + current``, step by step), fire in the
@@ -234,9 +233,7 @@ class _Schedule:
                                             device=self.like.device)
         if neuron.relay:
             return _steps([mem] + [None] * (self.T - 1))
-        thresholds = neuron._thresholds()
-        if thresholds.dtype != mem.dtype or not _monotone(thresholds):
-            raise _NotProvable  # the loop's reference rule, not fire_times
+        thresholds = neuron._thresholds()  # non-increasing, of this dtype: checked by run()
         # fire_times at k = 0 with nobody fired yet: encode (a window-batched synapse next
         # also gets kappa(t), from the same pass)
         dtype = spike_time_dtype(self.T)
@@ -259,8 +256,8 @@ class _Schedule:
             emitted = torch.zeros(pooled_shape(self.shapes[i], pool.kernel_size),
                                   dtype=torch.bool, device=self.like.device)
         if isinstance(signal, Times):
-            pooled = pooled_times(signal.times, emitted if i in self.emitted else None, 0,
-                                  self.T, pool.kernel_size)
+            before = emitted if i in self.emitted else None  # None: none emitted yet
+            pooled = pooled_times(signal.times, before, 0, self.T, pool.kernel_size)
             self.emitted[i] = emitted | (pooled < self.T)
             return Times(pooled)
         return self._pool_steps(i, pool, signal, emitted)
