@@ -347,6 +347,28 @@ def test_kernel_gradients_in_floats_equal_the_tensor_formula():
             assert g.item() == w.float().item()
 
 
+def test_a_layers_trainable_kernel_takes_the_float_path(monkeypatch):
+    """``tau``/``td`` are ``nn.Parameter`` s in a network: plain enough for the float path,
+    which gives the tensor path's gradients bit for bit."""
+    from ttfs_plugin.models import small_cnn
+
+    torch.manual_seed(0)
+    model, x = small_cnn(channels=(4, 8), hidden=16, T=8), torch.rand(4, 1, 28, 28)
+    kinds = []
+    formula = ops._kernel_gradient_formula
+    monkeypatch.setattr(ops, "_kernel_gradient_formula",
+                        lambda *a, **k: kinds.append(type(a[0])) or formula(*a, **k))
+    grads = []
+    for plain in ((torch.Tensor, torch.nn.Parameter), (torch.Tensor,)):
+        monkeypatch.setattr(ops, "_PLAIN_TYPES", plain)
+        model.zero_grad()
+        model(x).square().sum().backward()
+        grads.append([p.grad.clone() for n, p in model.named_parameters()
+                      if n.endswith(("tau", "td"))])
+    assert kinds == [float] * 4 + [torch.Tensor] * 4
+    assert all(torch.equal(a, b) for a, b in zip(*grads, strict=True))
+
+
 def test_kernel_gradients_of_a_zero_tau_are_infinite_not_an_exception():
     sums = torch.tensor([1.0, 0.5, 2.0, -1.0], dtype=torch.float64)
     grad_tau, grad_td = ops.kernel_gradients(sums, torch.tensor(0.0), torch.tensor(0.0), True)

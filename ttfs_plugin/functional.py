@@ -44,27 +44,94 @@ class _TTFSActivation(torch.autograd.Function):
     * ``"decode"``: ``dL/dz = g / theta0`` (quantized), ``dL/dtd = sum gx / tau``,
       ``dL/dtau = (sum gx t - td sum gx) / tau^2``;
 
-    which are the element-wise rules of SPEC §4 summed over the layer.
+    which are the element-wise rules of SPEC §4 summed over the layer. Differentiable once: a
+    second derivative is a clear error, never a silent zero (:class:`_ActivationBackward`).
+    Under ``torch.func`` transforms :class:`_TTFSActivationFunc` runs instead.
     """
 
     @staticmethod
     def forward(ctx, z, tau, td, thresholds, kernel, theta0, grad_mode):
-        padded = silence_padded(kernel.to(z.dtype))
-        x, t = ops.activation_forward(z, thresholds.to(z.dtype), padded)
-        ste = grad_mode == "ste"
-        ctx.save_for_backward(z if ste else None, t, padded, tau, td)
-        ctx.theta0, ctx.ste = theta0, ste
+        x, t, padded = _activation_forward(z, thresholds, kernel)
+        _save(ctx, z, tau, td, t, padded, theta0, grad_mode)
         return x
 
     @staticmethod
     def backward(ctx, grad_x):
-        z, t, padded, tau, td = ctx.saved_tensors
-        need_z, need_tau, need_td = ctx.needs_input_grad[:3]
-        grad_z, sums = ops.activation_backward(grad_x.contiguous(), z, t, padded, ctx.theta0,
-                                               ctx.ste, need_z)
-        grad_tau, grad_td = ops.kernel_gradients(sums, tau, td, ctx.ste)
-        return (grad_z.view_as(grad_x) if need_z else None, grad_tau if need_tau else None,
-                grad_td if need_td else None, None, None, None, None)
+        return _activation_backward(ctx, grad_x)
+
+
+class _TTFSActivationFunc(torch.autograd.Function):
+    """:class:`_TTFSActivation` as ``torch.func`` wants it (``grad``, ``vmap``, ``jacrev``,
+    per-sample gradients, ensembles over stacked parameters): ``forward`` without ``ctx``,
+    ``setup_context``, a vmap rule generated from the custom ops' own. ``t`` and the padded
+    table come out as extra, non-differentiable outputs for ``setup_context`` to save (about
+    40 µs a call more, so plain autograd keeps the classic form)."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(z, tau, td, thresholds, kernel, theta0, grad_mode):
+        return _activation_forward(z, thresholds, kernel)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        z, tau, td, _, _, theta0, grad_mode = inputs
+        _, t, padded = output
+        ctx.mark_non_differentiable(t, padded)
+        _save(ctx, z, tau, td, t, padded, theta0, grad_mode)
+
+    @staticmethod
+    def backward(ctx, grad_x, _grad_t, _grad_padded):
+        return _activation_backward(ctx, grad_x)
+
+
+def _activation_forward(z: Tensor, thresholds: Tensor, kernel: Tensor
+                        ) -> tuple[Tensor, Tensor, Tensor]:
+    padded = silence_padded(kernel.to(z.dtype))
+    x, t = ops.activation_forward(z, thresholds.to(z.dtype), padded)
+    return x, t, padded
+
+
+def _save(ctx, z, tau, td, t, padded, theta0: float, grad_mode: str) -> None:
+    ste = grad_mode == "ste"
+    ctx.save_for_backward(z if ste else None, t, padded, tau, td)
+    ctx.theta0, ctx.ste = theta0, ste
+
+
+def _activation_backward(ctx, grad_x: Tensor) -> tuple:
+    z, t, padded, tau, td = ctx.saved_tensors
+    need_z, need_tau, need_td = ctx.needs_input_grad[:3]
+    args = (grad_x.contiguous(), z, t, padded, ctx.theta0, ctx.ste, need_z)
+    if torch.is_grad_enabled():  # create_graph=True or a torch.func transform: the
+        grad_z, sums = _ActivationBackward.apply(tau, td, *args)  # a graph that raises
+    else:
+        grad_z, sums = ops.activation_backward(*args)
+    grad_tau, grad_td = ops.kernel_gradients(sums, tau, td, ctx.ste)
+    return (grad_z.view_as(grad_x) if need_z else None, grad_tau if need_tau else None,
+            grad_td if need_td else None, None, None, None, None)
+
+
+class _ActivationBackward(torch.autograd.Function):
+    """The activation's backward op where a graph of it is kept (``create_graph=True``,
+    ``torch.func``): the same numbers, and differentiating them again raises instead of
+    silently missing the activation's second derivative (``tau`` and ``td`` are inputs, unused,
+    so that the outputs depend on them too)."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(tau, td, grad_x, z, t, padded, theta0, ste, need_z):
+        return ops.activation_backward(grad_x, z, t, padded, theta0, ste, need_z)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        pass
+
+    @staticmethod
+    def backward(ctx, *grads):
+        raise RuntimeError("the TTFS activation is differentiable once: a second derivative "
+                           "through it (a gradient penalty, double backward, "
+                           "torch.func.hessian, grad of grad) is not supported")
 
 
 def check_grad_mode(grad_mode: str) -> str:
@@ -100,6 +167,9 @@ def ttfs_activation(
     tau = torch.as_tensor(tau, device=z.device)
     td = torch.as_tensor(td, device=z.device)
     thresholds, kernel = eager_tables(tau, td, T, float(theta0), quantizer)
+    if torch._C._are_functorch_transforms_active():
+        return _TTFSActivationFunc.apply(z, tau, td, thresholds, kernel, float(theta0),
+                                         grad_mode)[0]
     return _TTFSActivation.apply(z, tau, td, thresholds, kernel, float(theta0), grad_mode)
 
 

@@ -264,13 +264,22 @@ def check_intensities(x: Tensor, in_range: bool = True) -> None:
     both ends, so the two numbers say everything."""
     if x.numel() == 0:
         return
-    low, high = torch.stack(torch.aminmax(x.detach())).tolist()
+    low, high = torch.stack(torch.aminmax(_all_values(x).detach())).tolist()
     if not (math.isfinite(low) and math.isfinite(high)):
         raise InputShapeError(f"inputs contain NaN or inf (min {low:.4g}, max {high:.4g}); clean "
                               f"the data (e.g. torch.nan_to_num) and {SCALE_HINT}")
     if in_range and (low < 0 or high > 1):
         raise InputShapeError(f"inputs must lie in [0, 1] (got min {low:.4g}, max {high:.4g}); "
                               f"{SCALE_HINT}")
+
+
+def _all_values(x: Tensor) -> Tensor:
+    """``x``, or under ``torch.func`` transforms the plain tensor behind it (for ``vmap``, every
+    sample's values): what a value check may read, where the wrapped tensor has no data."""
+    functorch = torch._C._functorch
+    while functorch.is_functorch_wrapped_tensor(x):
+        x = functorch.get_unwrapped(x)
+    return x
 
 
 class _TBBatchNorm:

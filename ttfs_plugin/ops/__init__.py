@@ -108,19 +108,47 @@ def _(grad_x, z, t, kernel, theta0, ste, need_z):
     return grad_z, grad_x.new_empty(4, dtype=sums_dtype(grad_x.device))
 
 
+def _per_sample(op):
+    """A vmap rule that runs ``op`` once per sample and stacks the outputs at dimension 0:
+    right for any in-dims (the backward's sums are per-sample reductions)."""
+    def rule(info, in_dims, *args):
+        outs = [op(*(a.select(d, b) if d is not None else a for a, d in zip(args, in_dims)))
+                for b in range(info.batch_size)]
+        return tuple(torch.stack(parts) for parts in zip(*outs)), (0,) * len(outs[0])
+    return rule
+
+
+def _forward_vmap(info, in_dims, z, thresholds, kernel):
+    """Only ``z`` batched (one table for all samples): the op is element-wise, one call."""
+    if in_dims[1] is None and in_dims[2] is None:
+        x, t = ttfs_forward(z, thresholds, kernel)
+        return (x, t), (in_dims[0], in_dims[0])
+    return _per_sample(ttfs_forward)(info, in_dims, z, thresholds, kernel)
+
+
+if hasattr(ttfs_forward, "register_vmap"):  # torch >= 2.4; older ones loop with a warning
+    ttfs_forward.register_vmap(_forward_vmap)
+    ttfs_backward.register_vmap(_per_sample(ttfs_backward))
+
+
+#: Tensors the kernels may be handed directly: plain ones and parameters (``tau``, ``td``), not
+#: subclasses that dispatch (FakeTensor, FunctionalTensor, ...).
+_PLAIN_TYPES = (Tensor, torch.nn.Parameter)
+
+
 def _plain_eager(t: Tensor) -> bool:
     """A plain tensor outside ``torch.compile``, tracing, ``torch.func`` transforms and any
     dispatch mode (FakeTensor, FlopCounter, ...): the kernel can be called directly, skipping
     the custom-op dispatcher (about 20 µs forward and 45 µs backward per call, per layer and
     step)."""
-    return (type(t) is Tensor and not torch.compiler.is_compiling()
+    return (type(t) in _PLAIN_TYPES and not torch.compiler.is_compiling()
             and torch._C._len_torch_dispatch_stack() == 0
             and not torch._C._functorch.is_functorch_wrapped_tensor(t))
 
 
 def activation_forward(z: Tensor, thresholds: Tensor, kernel: Tensor) -> tuple[Tensor, Tensor]:
     """:func:`ttfs_forward`, the kernel called directly in plain eager mode (same results)."""
-    if _plain_eager(z):
+    if _plain_eager(z) and _plain_eager(thresholds) and _plain_eager(kernel):
         return _call("forward", z, z, thresholds, kernel)
     return ttfs_forward(z, thresholds, kernel)
 
@@ -128,7 +156,8 @@ def activation_forward(z: Tensor, thresholds: Tensor, kernel: Tensor) -> tuple[T
 def activation_backward(grad_x: Tensor, z: Tensor | None, t: Tensor, kernel: Tensor,
                         theta0: float, ste: bool, need_z: bool) -> tuple[Tensor, Tensor]:
     """:func:`ttfs_backward`, the kernel called directly in plain eager mode (same results)."""
-    if _plain_eager(grad_x):
+    if _plain_eager(grad_x) and _plain_eager(t) and _plain_eager(kernel) \
+            and (z is None or _plain_eager(z)):
         return _call("backward", grad_x, grad_x, z, t, kernel, theta0, ste, need_z)
     return ttfs_backward(grad_x, z, t, kernel, theta0, ste, need_z)
 
@@ -141,10 +170,13 @@ def kernel_gradients(sums: Tensor, tau: Tensor, td: Tensor, ste: bool) -> tuple[
     * decode: ``dtd = S / tau``, ``dtau = (S_qt - td S) / tau^2``.
 
     On CPU in plain eager mode in Python floats (float64, as the tensor path; a dozen 0-dim
-    tensor ops would cost ~50 µs per layer and step), elsewhere in tensors (no device sync).
+    tensor ops would cost ~50 µs per layer and step), elsewhere, and where a graph of them is
+    kept, in tensors (no device sync).
     """
-    if sums.device.type == "cpu" and _plain_eager(sums) and _plain_eager(tau) \
-            and float(tau) != 0.0:  # (Python floats raise on a division by zero)
+    graph = torch.is_grad_enabled() and (sums.requires_grad or tau.requires_grad
+                                         or td.requires_grad)  # (floats would cut it)
+    if sums.device.type == "cpu" and not graph and _plain_eager(sums) and _plain_eager(tau) \
+            and _plain_eager(td) and float(tau) != 0.0:  # (floats raise on a division by 0)
         s_all, s_q, s_qt, s_qlog = sums.tolist()
         grad_tau, grad_td = _kernel_gradient_formula(s_all, s_q, s_qt, s_qlog, float(tau),
                                                      float(td), ste)
