@@ -55,7 +55,7 @@ STEP_COLUMNS = ["precision", "batch", "ReLU ms/step", "TTFS ms/step", "ratio TTF
                 "TTFS peak GPU memory (GiB)"]
 SIM_COLUMNS = ["backend", "model", "dtype", "batch", "simulated batch (ms)",
                "simulated samples/s", "surrogate samples/s", "prediction agreement",
-               "spike-time agreement"]
+               "spike-time agreement", "= native loop"]
 OK, SKIPPED, FAILED = "ok", "skipped (no CUDA)", "FAILED"
 OVER_BUDGET = "skipped (over the time budget)"
 #: no part starts after this many seconds (the suite must end within 8 minutes on one GPU)
@@ -408,6 +408,9 @@ def make_sim_part(backend: str) -> Callable[[Context, dict], str]:
                     logits, times = surrogate_spike_times(model, x)
                     result = adapter.simulate(net, x)  # warm-up, and the agreement
                     agree = agreement(result, logits, times)
+                    loop = adapter.simulate(net, x, native_loop=True)  # the framework's loop
+                    same = torch.equal(loop.logits, result.logits) and all(
+                        torch.equal(loop.spike_times[n], t) for n, t in result.spike_times.items())
                     sims, surs = [], []
                     for _ in range(ctx.sim_repeats):
                         ctx.sync()
@@ -422,19 +425,23 @@ def make_sim_part(backend: str) -> Callable[[Context, dict], str]:
                 device_ok = result.logits.device.type == ctx.device.type
                 row = {"model": name, "dtype": str(dtype).replace("torch.", ""), "batch": batch,
                        "simulated_s": min(sims), "surrogate_s": min(surs),
-                       "logits_device": str(result.logits.device), **agree}
+                       "logits_device": str(result.logits.device),
+                       "native_loop_bit_for_bit": same, **agree}
                 rows.append(row)
                 ctx.tables["sim"].append([
                     backend, name, row["dtype"], str(batch), f"{1e3 * row['simulated_s']:.1f}",
                     f"{batch / row['simulated_s']:,.1f}", f"{batch / row['surrogate_s']:,.0f}",
                     f"{100 * agree['agreement_with_surrogate']:.2f} %",
-                    f"{100 * agree['spike_time_agreement']:.4f} %"])
+                    f"{100 * agree['spike_time_agreement']:.4f} %", "yes" if same else "NO"])
+                if not same:
+                    problems.append(f"{name} {row['dtype']}: simulate (window by window) differs "
+                                    f"from the native per-step loop on {ctx.device.type}")
                 if not device_ok:
                     problems.append(f"{name}: logits on {result.logits.device}")
                 if dtype == torch.float64 and (agree["agreement_with_surrogate"] != 1.0
                                                or agree["spike_time_agreement"] != 1.0):
                     problems.append(f"{name} float64: agreement {agree}")
-                del model, net, result
+                del model, net, result, loop
         data["rows"] = rows
         if problems:
             raise CheckFailed("; ".join(problems))
