@@ -180,7 +180,7 @@ def test_subclasses_other_containers_and_hidden_outputs_take_the_loop(schedule_r
 def test_tables_the_schedule_cannot_use_hand_back_to_the_loop(monkeypatch, schedule_runs):
     model, x = build_sim_net("cnn-max", "ceil", torch.float32)
     net = tnorse.to_norse(model)
-    monkeypatch.setattr(window_schedule, "_monotone", lambda thresholds: False)
+    monkeypatch.setattr(window_schedule, "non_increasing", lambda thresholds: False)
     by_windows, loop = both(tnorse, net, x)
     assert schedule_runs == [False]  # it looked at the tables and declined
     assert_same_run(by_windows, loop)

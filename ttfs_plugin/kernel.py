@@ -147,9 +147,7 @@ def encode(u: Tensor, thresholds: Tensor, dtype: torch.dtype = torch.long) -> Te
     comparison the simulator makes (its PyTorch reference: ``bucketize`` on the ascending table),
     needs no ``T``-fold temporary, and never fires NaN.
     """
-    thr = thresholds.detach().to(u.dtype)
-    no_values = thr.new_zeros(thr.numel() + 1)  # only t is wanted
-    return ops.activation_forward(u.detach(), thr, no_values)[1].to(dtype)
+    return encode_and_decode(u, thresholds, thresholds.new_zeros(thresholds.numel()), dtype)[0]
 
 
 def encode_and_decode(u: Tensor, thresholds: Tensor, kernel: Tensor,

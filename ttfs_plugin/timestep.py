@@ -171,7 +171,7 @@ def _emit(times: Tensor, k: int, T: int, fired: Tensor, dtype: torch.dtype
     return spikes, fired | now
 
 
-def _monotone(thresholds: Tensor) -> bool:
+def non_increasing(thresholds: Tensor) -> bool:
     """Whether ``thresholds`` never increases (NaN: no): ``encode`` is then the first-crossing
     rule. The table cache tags its tables with the answer; other tables are checked here."""
     tag = getattr(thresholds, "_ttfs_monotone", None)
@@ -338,7 +338,7 @@ def neuron_step(current: Tensor, state: NeuronState, layer_index: int, threshold
         if k == 0 and norm is not None:
             mem = norm(mem)
         grad = torch.is_grad_enabled() and (mem.requires_grad or thresholds.requires_grad)
-        if not grad and _FAST[0] and thresholds.dtype == mem.dtype and _monotone(thresholds):
+        if not grad and _FAST[0] and thresholds.dtype == mem.dtype and non_increasing(thresholds):
             spikes, fired = _fast_fire(mem, fired, thresholds, k)
         else:
             threshold = thresholds[k].to(mem.dtype)
@@ -488,7 +488,7 @@ def window_synapse_step(spikes: Tensor, state: SynapseState, source_index: int,
         pass  # the same window's times: nothing to do this step
     else:
         if times.numel():  # times seen so far cover steps since ... k-1 only
-            value = _add(value, _decode_between(times, int(since) % T, k, kernel))
+            value = _add(value, decode_between(times, int(since) % T, k, kernel))
             times = _NO_VALUE
         if tag is not None:
             times, since = tag.times, state.step
@@ -497,7 +497,7 @@ def window_synapse_step(spikes: Tensor, state: SynapseState, source_index: int,
     if k < T - 1:
         return None, SynapseState(step, value, times, since)
     if times.numel():
-        value = _add(value, _decode_between(times, int(since) % T, T, kernel))
+        value = _add(value, decode_between(times, int(since) % T, T, kernel))
     if not value.numel():
         if bias is None:
             return None, SynapseState(step)
@@ -505,7 +505,7 @@ def window_synapse_step(spikes: Tensor, state: SynapseState, source_index: int,
     return with_bias(op(value.to(spikes.dtype)), bias), SynapseState(step)
 
 
-def _decode_between(times: Tensor, start: int, stop: int, kernel: Tensor) -> Tensor:
+def decode_between(times: Tensor, start: int, stop: int, kernel: Tensor) -> Tensor:
     """``kappa(t)`` of the spikes at local times ``start <= t < stop``, ``0`` elsewhere."""
     T = kernel.shape[0]
     if start > 0 or stop < T:

@@ -46,10 +46,10 @@ from .stepped import (
 from .timestep import (
     PoolState,
     SynapseState,
-    _decode_between,
-    _monotone,
     as_current,
+    decode_between,
     fast_paths_enabled,
+    non_increasing,
     pooled_times,
     readout_step,
     silent_zeros,
@@ -133,7 +133,7 @@ def run(chain: list[tuple[str, Stepped]], x: Tensor, steps: int) -> WindowRun | 
         return None
     for neuron in neurons:  # where the loop would fire by the reference rule, not fire_times
         thresholds = neuron._thresholds()
-        if not neuron.relay and (thresholds.dtype != dtype or not _monotone(thresholds)):
+        if not neuron.relay and (thresholds.dtype != dtype or not non_increasing(thresholds)):
             return None
     return _Schedule(chain, T, dtype).run(x, steps // T)
 
@@ -283,7 +283,7 @@ class _Schedule:
                     and torch.equal(signal.table, silence_padded(kernel))):
                 value = signal.values  # the same gather from an equal table
             else:
-                value = _decode_between(signal.times, 0, self.T, kernel)
+                value = decode_between(signal.times, 0, self.T, kernel)
             current = with_bias(synapse.op(value.to(self.dtype)), synapse.bias)
             return _steps([None] * (self.T - 1) + [current])
         return self._synapse_steps(i, synapse, w, signal, kernel)
