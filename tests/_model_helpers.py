@@ -49,8 +49,9 @@ def build_sim_net(name, quantizer, dtype, seed=0):
 
 
 def assert_same_result(a, b):
-    """Two simulation results: the same logits and spike times, bit for bit."""
-    assert torch.equal(a.logits, b.logits)
+    """Two simulation results: the same logits and spike times, bit for bit (and dtype)."""
+    assert a.logits.dtype == b.logits.dtype and torch.equal(a.logits, b.logits)
     assert a.spike_times.keys() == b.spike_times.keys()
     for name in a.spike_times:
+        assert a.spike_times[name].dtype == b.spike_times[name].dtype, name
         assert torch.equal(a.spike_times[name], b.spike_times[name]), name

@@ -79,6 +79,21 @@ def test_float64_and_the_round_quantizer(backend, quantizer, schedule_runs):
     assert all(schedule_runs) and len(schedule_runs) == 4
 
 
+@pytest.mark.parametrize("backend", list(ADAPTERS))
+def test_under_autocast(backend, schedule_runs):
+    """bf16 weight ops (CPU autocast): their currents are added into the float32 membranes and
+    readout as in the loop, not accumulated in bf16."""
+    adapter, convert = ADAPTERS[backend]
+    model, x = build_sim_net("cnn-max", "ceil", torch.float32)
+    for batched in (False, True):
+        net = convert(model, window_batched=batched)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            by_windows, loop = both(adapter, net, x)
+        assert loop.logits.dtype == torch.float32
+        assert_same_run(by_windows, loop)
+    assert schedule_runs == [True, True]
+
+
 def test_inputs_on_the_thresholds_and_at_the_ends_of_the_range(schedule_runs):
     model, _ = build_sim_net("mlp", "ceil", torch.float32)
     net = tsnn.to_snntorch(model)

@@ -210,8 +210,18 @@ class _Schedule:
             return self._pool(i, module, signal)
         for current in self._per_step(signal):  # the readout (run() admits nothing else)
             if current is not None:
-                self.mem[i] = readout_step(current, self.mem.get(i))
+                self.mem[i] = readout_step(current, self._mem(i))
         return None
+
+    def _mem(self, i: int) -> Tensor:
+        """Module ``i`` 's membrane so far: zeros of its input shape in the network's dtype at
+        first, as the loop makes it from step 0's silent input (so a current of another dtype,
+        e.g. bf16 under autocast, is added into that dtype as there)."""
+        mem = self.mem.get(i)
+        if mem is None:
+            mem = self.mem[i] = torch.zeros(self.shapes[i], dtype=self.dtype,
+                                            device=self.like.device)
+        return mem
 
     def _neuron(self, i: int, name: str, neuron: NeuronBase, w: int, signal: Signal) -> Signal:
         """Integrate in window ``layer_index`` (``mem + current``, step by step), fire in the
@@ -220,17 +230,11 @@ class _Schedule:
         if w != index + 1:
             for current in self._per_step(signal):
                 if w == index and current is not None:
-                    mem = self.mem.get(i)
-                    if mem is None:
-                        mem = self.mem[i] = torch.zeros(self.shapes[i], dtype=self.dtype,
-                                                        device=current.device)
-                    mem.add_(current)  # the loop's mem + current, into a tensor of our own
+                    # the loop's mem + as_current(current), into a tensor of our own
+                    self._mem(i).add_(current.to(self.dtype))
             return None
         _drain(signal)  # the fire window does not read its input
-        mem = self.mem.get(i)
-        if mem is None:
-            mem = self.mem[i] = torch.zeros(self.shapes[i], dtype=self.dtype,
-                                            device=self.like.device)
+        mem = self._mem(i)
         if neuron.relay:
             return _steps([mem] + [None] * (self.T - 1))
         thresholds = neuron._thresholds()  # non-increasing, of this dtype: checked by run()
