@@ -243,6 +243,13 @@ def compare_steps(nets: dict, batch_at: Callable[[int], tuple], repeats: int,
             "threads": torch.get_num_threads()}
 
 
+def same_result(a, b) -> bool:
+    """Two simulation results with the same logits and spike times, bit for bit."""
+    return (a.logits.dtype == b.logits.dtype and torch.equal(a.logits, b.logits)
+            and a.spike_times.keys() == b.spike_times.keys()
+            and all(torch.equal(a.spike_times[n], b.spike_times[n]) for n in a.spike_times))
+
+
 def peak_rss_mb() -> float:
     """Peak resident set size of this process so far, in MiB (Linux reports KiB)."""
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

@@ -47,7 +47,7 @@ from typing import Callable
 
 import torch
 
-from .common import ROOT, goal, load_cifar_like
+from .common import ROOT, goal, load_cifar_like, same_result
 
 COLUMNS = ["part", "setting", "status", "measured", "wall (s)"]
 STEP_COLUMNS = ["precision", "batch", "ReLU ms/step", "TTFS ms/step", "ratio TTFS/ReLU",
@@ -409,8 +409,7 @@ def make_sim_part(backend: str) -> Callable[[Context, dict], str]:
                     result = adapter.simulate(net, x)  # warm-up, and the agreement
                     agree = agreement(result, logits, times)
                     loop = adapter.simulate(net, x, native_loop=True)  # the framework's loop
-                    same = torch.equal(loop.logits, result.logits) and all(
-                        torch.equal(loop.spike_times[n], t) for n, t in result.spike_times.items())
+                    same = same_result(result, loop)
                     sims, surs = [], []
                     for _ in range(ctx.sim_repeats):
                         ctx.sync()

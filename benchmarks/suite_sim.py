@@ -16,7 +16,7 @@ import time
 
 import torch
 
-from .common import best_time, fmt, goal, threads_text
+from .common import best_time, fmt, goal, same_result, threads_text
 
 COLUMNS = ["model", "backend", "synapse", "T", "time steps", "surrogate forward (ms)",
            "simulated batch (ms)", "ratio", "native loop (ms)", "loop ratio",
@@ -193,12 +193,6 @@ def run(opts) -> dict:
                      "forward pass",
             "columns": COLUMNS, "rows": rows, "goals": goals, "notes": notes,
             "raw": {"batch": batch, "repeats": repeats, "rows": raw}}
-
-
-def same_result(a, b) -> bool:
-    """Two simulation results with the same logits and spike times, bit for bit."""
-    return (torch.equal(a.logits, b.logits) and a.spike_times.keys() == b.spike_times.keys()
-            and all(torch.equal(a.spike_times[n], b.spike_times[n]) for n in a.spike_times))
 
 
 def exact_goals(raw: list[dict], tiny: bool) -> list[dict]:

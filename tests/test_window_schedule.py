@@ -246,3 +246,33 @@ def test_a_hand_built_chain_relay_pool_and_neuron_after_neuron(schedule_runs):
         assert_same_run(by_windows, loop)
         assert loop.logits.abs().sum() > 0
     assert schedule_runs == [True, True]
+
+
+@pytest.mark.parametrize("batched", [False, True])
+def test_a_snntorch_users_own_loop_gives_what_simulate_gives(batched, schedule_runs):
+    """``snntorch.utils.reset`` and a hand-written ``spk = net(x_t)`` loop, spike times read off
+    the recorded per-step spikes by hand: ``simulate`` 's (window by window) bit for bit."""
+    import snntorch.utils
+
+    model, x = build_sim_net("cnn-max", "ceil", torch.float32)
+    net = tsnn.to_snntorch(model, window_batched=batched)
+    with torch.no_grad():
+        result = tsnn.simulate(net, x)
+    assert schedule_runs == [True]
+    spikes = {}
+    for name, module in net.named_children():
+        if isinstance(module, tsnn.TTFSNeuron):
+            module.register_forward_hook(
+                lambda m, i, o, name=name: spikes.setdefault(name, []).append(o.clone()))
+    snntorch.utils.reset(net)
+    with torch.no_grad():
+        for step in range(tsnn.num_steps(net)):
+            out = net(x if step == 0 else torch.zeros_like(x))
+    assert out.dtype == result.logits.dtype and torch.equal(out, result.logits)
+    T = result.T
+    for name, times in result.spike_times.items():
+        per_step = torch.stack(spikes[name])  # (steps, B, ...)
+        assert per_step.sum(0).max() <= 1  # each neuron fires at most once
+        window = per_step[(net.get_submodule(name).layer_index + 1) * T:][:T]
+        by_hand = torch.where(window.any(0), window.float().argmax(0), T)
+        assert torch.equal(by_hand, times), name

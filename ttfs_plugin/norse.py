@@ -335,9 +335,11 @@ def simulate(net: nn.Module, x: Tensor, steps: int | None = None, native_loop: b
 def _plain_sequential_state(net: nn.Module) -> bool:
     """Norse's ``SequentialState`` calling every child with its state, returning the last
     output (no hidden outputs, no state hooks)."""
-    return (isinstance(net, SequentialState) and type(net) is SequentialState
-            and not net.return_hidden and not getattr(net, "forward_state_hooks", None)
-            and all(cast(list, net.stateful_layers)))
+    if type(net) is not SequentialState:
+        return False
+    sequential = cast(SequentialState, net)
+    return (not sequential.return_hidden and not getattr(sequential, "forward_state_hooks", None)
+            and all(sequential.stateful_layers))
 
 
 def _as_converted(module: nn.Module, last: bool) -> bool:

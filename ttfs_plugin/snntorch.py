@@ -394,7 +394,7 @@ def _plain_sequential(net: nn.Module) -> bool:
 def _as_converted(module: nn.Module, last: bool) -> bool:
     """One of this adapter's modules as :func:`to_snntorch` sets it up (a neuron with hidden
     state, returning ``(spk, mem)`` only as the network's last module)."""
-    if isinstance(module, TTFSNeuron) and type(module) is TTFSNeuron:
+    if type(module) is TTFSNeuron:
         return bool(module.init_hidden) and bool(module.output) == last
     return type(module) in (TemporalKernelSynapse, FirstSpikeMaxPool2d, ReadoutIntegrator)
 

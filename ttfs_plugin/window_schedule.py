@@ -163,7 +163,7 @@ class _Schedule:
         self.like = x
         self._check_shapes(tuple(x.shape))
         for w in range(windows):
-            signal: Signal = _steps([x] + [None] * (self.T - 1)) if w == 0 else None
+            signal: Signal = iter([x] + [None] * (self.T - 1)) if w == 0 else None
             for i, (name, module) in enumerate(self.chain):
                 signal = self._advance(i, name, module, w, signal)
             _drain(signal)
@@ -236,15 +236,16 @@ class _Schedule:
         _drain(signal)  # the fire window does not read its input
         mem = self._mem(i)
         if neuron.relay:
-            return _steps([mem] + [None] * (self.T - 1))
+            return iter([mem] + [None] * (self.T - 1))
         thresholds = neuron._thresholds()  # non-increasing, of this dtype: checked by run()
         # fire_times at k = 0 with nobody fired yet: encode (a window-batched synapse next
         # also gets kappa(t), from the same pass)
         dtype = spike_time_dtype(self.T)
         values = table = None
         if self._decodes(i + 1):
-            table = silence_padded(neuron._table("kernel"))
-            times, values = encode_and_decode(mem, thresholds, neuron._table("kernel"), dtype)
+            kernel = neuron._table("kernel")
+            table = silence_padded(kernel)
+            times, values = encode_and_decode(mem, thresholds, kernel, dtype)
         else:
             times = encode(mem, thresholds, dtype)
         label = neuron.layer_name or name
@@ -289,7 +290,7 @@ class _Schedule:
             else:
                 value = decode_between(signal.times, 0, self.T, kernel)
             current = with_bias(synapse.op(value.to(self.dtype)), synapse.bias)
-            return _steps([None] * (self.T - 1) + [current])
+            return iter([None] * (self.T - 1) + [current])
         return self._synapse_steps(i, synapse, w, signal, kernel)
 
     def _synapse_steps(self, i: int, synapse: SynapseBase, w: int, signal: Signal,
@@ -307,10 +308,6 @@ class _Schedule:
                 current = synapse_step(spikes, w * self.T + k, synapse.source_index, kernel,
                                        synapse.op, synapse.bias)
             yield current
-
-
-def _steps(items: list) -> Iterator:
-    return iter(items)
 
 
 def _drain(signal: Signal) -> None:
