@@ -187,9 +187,8 @@ def test_a_failed_build_leaves_no_file_behind(monkeypatch, tmp_path):
     broken = tmp_path / "broken.c"
     broken.write_text("this is not C\n")
     monkeypatch.setenv(cpu.KERNEL_DIR_ENV, str(tmp_path / "kernels"))
-    monkeypatch.setattr(cpu, "SOURCE", broken)
     with pytest.raises(RuntimeError, match="failed"):
-        cpu._build()
+        cpu.build(broken)
     assert list((tmp_path / "kernels").iterdir()) == []
 
 
@@ -263,7 +262,7 @@ def _tables(T):
 
 def _child_uses_the_kernel_pool(queue):
     done = []
-    cpu._run([lambda: done.append(1), lambda: done.append(2)])  # two calls: the thread pool
+    cpu.run_calls([lambda: done.append(1), lambda: done.append(2)])  # two calls: the thread pool
     queue.put(sorted(done))
 
 
@@ -271,7 +270,7 @@ def _child_uses_the_kernel_pool(queue):
 def test_a_forked_child_gets_a_fresh_kernel_thread_pool():
     import multiprocessing
 
-    cpu._run([lambda: None, lambda: None])  # the parent's pool now has threads
+    cpu.run_calls([lambda: None, lambda: None])  # the parent's pool now has threads
     assert cpu._pool is not None
     context = multiprocessing.get_context("fork")
     queue = context.Queue()

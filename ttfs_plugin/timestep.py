@@ -45,6 +45,7 @@ from .errors import InputShapeError
 from .kernel import decode, encode
 from .layers import check_intensities
 from .ops import spike_time_dtype
+from .ops.event_synapse import weight_op
 
 SpikeFn = Callable[[Tensor], Tensor]
 
@@ -407,12 +408,13 @@ def synapse_step(spikes: Tensor, step: int, source_index: int, kernel: Tensor,
 
     Active while the source layer fires (window ``source_index + 1``): the current is
     ``op(spikes) * kappa(k)`` (``op`` linear without bias), plus ``bias`` once at ``k = 0``.
+    ``op(spikes)`` runs event-driven where it can (:func:`ttfs_plugin.ops.event_synapse.weight_op`).
     """
     T = kernel.shape[0]
     window, k = windows(step, T)
     if window != source_index + 1 or (is_silent(spikes) and (k > 0 or bias is None)):
         return None
-    current = op(spikes) * kernel[k].to(spikes.dtype)
+    current = weight_op(op, spikes) * kernel[k].to(spikes.dtype)
     return with_bias(current, bias) if k == 0 else current
 
 

@@ -11,12 +11,16 @@ operations in the same order (:mod:`ttfs_plugin.timestep`):
 * first-spike max-pooling of those times, once (:func:`~ttfs_plugin.timestep.pooled_times`);
 * an exact synapse's ``T`` weight ops, each on ``times == k`` as the loop hands it over, the
   integrating layer adding the currents in step order (made one at a time, not held together);
+  where the weight op is event-driven (:mod:`ttfs_plugin.ops.event_synapse`, as in the loop),
+  one kernel call per window adds the same ``T`` currents, in the same order, into the
+  target's membrane;
 * a window-batched synapse's one weight op on the decoded times;
 * nothing for an idle module, and no per-step spike tensor that no weight op reads.
 
 The signal a module passes on for one window is ``None`` (silent throughout), :class:`Times`
-(spikes ``times == k`` at local time ``k``) or an iterator of ``T`` per-step tensors (``None``:
-silent at that step). :func:`run` applies only where each of these rules is provably the loop's:
+(spikes ``times == k`` at local time ``k``), :class:`Currents` (an event-driven synapse's
+window, added by its target) or an iterator of ``T`` per-step tensors (``None``: silent at that
+step). :func:`run` applies only where each of these rules is provably the loop's:
 no autograd, the fast paths on, the whole run (``num_steps``), a flat chain of the adapter's own
 module classes with no hooks on them, analog input, no ``norm`` modules, one ``T`` and one dtype,
 non-increasing threshold tables. Anything else returns ``None`` and ``simulate`` steps the loop.
@@ -34,6 +38,7 @@ from torch.nn.modules import module as _module_globals
 from .kernel import encode, encode_and_decode, silence_padded
 from .layers import check_intensities
 from .ops import spike_time_dtype
+from .ops.event_synapse import EventOp, add_window, event_op
 from .stepped import (
     MaxPoolBase,
     NeuronBase,
@@ -71,7 +76,28 @@ class Times(NamedTuple):
     table: Tensor | None = None
 
 
-Signal = Union[None, Times, Iterator[Union[Tensor, None]]]
+class Currents(NamedTuple):
+    """An exact synapse's window of currents, for its target to add into its membrane in one
+    event-driven kernel call (:func:`~ttfs_plugin.ops.event_synapse.add_window`); where that
+    declines, ``steps()`` gives the per-step currents."""
+
+    event: EventOp
+    times: Tensor
+    kernel: Tensor
+    bias: Tensor | None
+    steps: Callable[[], Iterator[Union[Tensor, None]]]
+
+    def add_into(self, mem: Tensor) -> Tensor:
+        """``mem`` with the window's currents added in step order (in place where it can)."""
+        if add_window(self.event, self.times, self.kernel, self.bias, mem):
+            return mem
+        for current in self.steps():
+            if current is not None:
+                mem = mem + current
+        return mem
+
+
+Signal = Union[None, Times, Currents, Iterator[Union[Tensor, None]]]
 
 
 class WindowRun(NamedTuple):
@@ -196,6 +222,8 @@ class _Schedule:
         if isinstance(signal, Times):
             times = signal.times
             return ((times == k).to(self.dtype) for k in range(self.T))
+        if isinstance(signal, Currents):
+            return signal.steps()
         return signal
 
     def _zeros(self, shape) -> Tensor:
@@ -208,7 +236,10 @@ class _Schedule:
             return self._synapse(i, module, w, signal)
         if isinstance(module, MaxPoolBase):
             return self._pool(i, module, signal)
-        for current in self._per_step(signal):  # the readout (run() admits nothing else)
+        if isinstance(signal, Currents):  # the readout (run() admits nothing else)
+            self.mem[i] = signal.add_into(self._mem(i))
+            return None
+        for current in self._per_step(signal):
             if current is not None:
                 self.mem[i] = readout_step(current, self._mem(i))
         return None
@@ -227,6 +258,9 @@ class _Schedule:
         """Integrate in window ``layer_index`` (``mem + current``, step by step), fire in the
         next: the relay passes its membrane on at ``k = 0``; any other layer its spike times."""
         index = neuron.layer_index
+        if w == index and isinstance(signal, Currents):
+            self.mem[i] = signal.add_into(self._mem(i))
+            return None
         if w != index + 1:
             for current in self._per_step(signal):
                 if w == index and current is not None:
@@ -291,6 +325,11 @@ class _Schedule:
                 value = decode_between(signal.times, 0, self.T, kernel)
             current = with_bias(synapse.op(value.to(self.dtype)), synapse.bias)
             return iter([None] * (self.T - 1) + [current])
+        if isinstance(signal, Times) and not synapse.window_batched:
+            event = event_op(synapse.op, self._zeros((0,)))
+            if event is not None:
+                return Currents(event, signal.times, kernel, synapse.bias,
+                                lambda: self._synapse_steps(i, synapse, w, signal, kernel))
         return self._synapse_steps(i, synapse, w, signal, kernel)
 
     def _synapse_steps(self, i: int, synapse: SynapseBase, w: int, signal: Signal,
@@ -311,7 +350,8 @@ class _Schedule:
 
 
 def _drain(signal: Signal) -> None:
-    """Run what an ignored signal would have computed in the loop (its weight ops)."""
-    if signal is not None and not isinstance(signal, Times):
+    """Run what an ignored signal would have computed in the loop (its weight ops; an
+    event-driven one has no hooks to see them)."""
+    if signal is not None and not isinstance(signal, (Times, Currents)):
         for _ in signal:
             pass

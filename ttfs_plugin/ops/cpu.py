@@ -61,13 +61,15 @@ def _compiler() -> str | None:
     return None
 
 
-def _build() -> Path:
+def build(path: Path = SOURCE, flags: list[str] = _FLAGS) -> Path:
+    """The shared library built from the C file ``path`` with ``flags`` (kept, named by a hash
+    of both and the compiler, in :func:`kernel_dir`; built there once)."""
     compiler = _compiler()
     if compiler is None:
         raise RuntimeError("no C compiler found (set $CC, or install gcc or clang)")
-    source = SOURCE.read_bytes()
-    key = hashlib.sha256(source + " ".join([compiler, *_FLAGS, platform.machine()]).encode())
-    target = kernel_dir() / f"ttfs_activation_{key.hexdigest()[:16]}.so"
+    source = path.read_bytes()
+    key = hashlib.sha256(source + " ".join([compiler, *flags, platform.machine()]).encode())
+    target = kernel_dir() / f"{path.stem}_{key.hexdigest()[:16]}.so"
     if target.exists():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -75,7 +77,7 @@ def _build() -> Path:
     fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
     os.close(fd)
     try:
-        done = subprocess.run([compiler, *_FLAGS, str(SOURCE), "-o", tmp, "-lm"],
+        done = subprocess.run([compiler, *flags, str(path), "-o", tmp, "-lm"],
                               capture_output=True, text=True, timeout=120)
         if done.returncode != 0:
             raise RuntimeError(f"{compiler} failed: {done.stderr.strip()[-400:]}")
@@ -110,7 +112,7 @@ def library() -> ctypes.CDLL | None:
     with _lock:
         if not _tried:
             try:
-                lib = ctypes.CDLL(str(_build()))
+                lib = ctypes.CDLL(str(build()))
                 _declare(lib)
                 _library = lib
             except (OSError, RuntimeError, subprocess.SubprocessError) as error:
@@ -132,7 +134,7 @@ def supports(z: Tensor) -> bool:
     return z.device.type == "cpu" and z.dtype in SUPPORTED_DTYPES and library() is not None
 
 
-def _ranges(n: int, block: int) -> list[tuple[int, int]]:
+def ranges(n: int, block: int) -> list[tuple[int, int]]:
     """Whole blocks shared over the torch thread count (one range for small tensors)."""
     blocks = -(-n // block)
     if blocks == 0:
@@ -152,7 +154,8 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_forget_pool)
 
 
-def _run(calls) -> None:
+def run_calls(calls) -> None:
+    """Run the zero-argument ``calls`` on the kernel thread pool (in this thread if one)."""
     global _pool
     if len(calls) <= 1:
         for call in calls:
@@ -174,8 +177,8 @@ def forward(z: Tensor, thresholds: Tensor, kernel: Tensor) -> tuple[Tensor, Tens
     thr, kern = thresholds.contiguous(), kernel.contiguous()
     fn = getattr(lib, f"ttfs_forward_{_SUFFIX[(z.dtype, t.dtype)]}")
     args = (z.data_ptr(), thr.data_ptr(), kern.data_ptr(), x.data_ptr(), t.data_ptr())
-    _run([lambda b=b, e=e: fn(args[0], b, e, args[1], args[2], T, args[3], args[4])
-          for b, e in _ranges(z.numel(), lib.ttfs_block_size())])
+    run_calls([lambda b=b, e=e: fn(args[0], b, e, args[1], args[2], T, args[3], args[4])
+          for b, e in ranges(z.numel(), lib.ttfs_block_size())])
     return x, t
 
 
@@ -219,7 +222,7 @@ def backward(grad_x: Tensor, z: Tensor | None, t: Tensor, kernel: Tensor, theta0
     ptrs = (g.data_ptr(), zc.data_ptr(), tc.data_ptr(), kern.data_ptr(),
             grad_z.data_ptr() if need_z else None, block_sums.data_ptr())
     T = kern.numel() - 1
-    _run([lambda b=b, e=e: fn(ptrs[0], ptrs[1], ptrs[2], b, e, ptrs[3], T, float(theta0),
+    run_calls([lambda b=b, e=e: fn(ptrs[0], ptrs[1], ptrs[2], b, e, ptrs[3], T, float(theta0),
                               int(ste), int(need_z), ptrs[4], ptrs[5])
-          for b, e in _ranges(n, block)])
+          for b, e in ranges(n, block)])
     return grad_z, block_sums.sum(0)
