@@ -198,7 +198,7 @@ def step_current(event: EventOp, x: Tensor) -> Tensor | None:
     geometry = event.geometry(tuple(x.shape))
     if geometry is None:
         return None
-    sizes = [getattr(geometry, name) for name, _ in _Geometry._fields_]
+    sizes = [int(getattr(geometry, field[0])) for field in _Geometry._fields_]
     weight = event.rearranged()
     if _plain_eager(x) and _plain_eager(weight):
         return _step(x, weight, sizes, event.conv is not None)
