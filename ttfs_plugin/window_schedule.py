@@ -33,12 +33,17 @@ from typing import Callable, Iterable, Iterator, NamedTuple, Union
 
 import torch
 from torch import Tensor, nn
-from torch.nn.modules import module as _module_globals
 
 from .kernel import encode, encode_and_decode, silence_padded
 from .layers import check_intensities
 from .ops import spike_time_dtype
-from .ops.event_synapse import EventOp, add_window, event_op
+from .ops.event_synapse import (
+    EventOp,
+    add_window,
+    event_op,
+    global_forward_hooks,
+    has_forward_hooks,
+)
 from .stepped import (
     MaxPoolBase,
     NeuronBase,
@@ -111,11 +116,6 @@ class WindowRun(NamedTuple):
     T: int
 
 
-def _has_hooks(module: nn.Module) -> bool:
-    return bool(module._forward_hooks or module._forward_pre_hooks
-                or getattr(module, "_forward_hooks_with_kwargs", None))
-
-
 def chain_of(net: nn.Module, container: Callable[[nn.Module], bool],
              accepts: Callable[[nn.Module, bool], bool]) -> list[tuple[str, Stepped]] | None:
     """The modules of ``net`` in call order when the window schedule applies to it:
@@ -125,16 +125,16 @@ def chain_of(net: nn.Module, container: Callable[[nn.Module], bool],
     hook (a hook expects to see every step) and no global module hook is set. ``None``
     otherwise. (Hooks on a synapse's weight op are fine: it is called as often, on the same
     tensors, as in the loop.)"""
-    if (not container(net) or _module_globals._global_forward_hooks
-            or _module_globals._global_forward_pre_hooks):
+    if not container(net) or global_forward_hooks():
         return None
     children = list(net.named_children())
-    if not children or _has_hooks(net):
+    if not children or has_forward_hooks(net):
         return None
     for i, (_, child) in enumerate(children):
         if not isinstance(child, Stepped) or not accepts(child, i == len(children) - 1):
             return None
-        if any(_has_hooks(m) for m in child.modules() if m is child or isinstance(m, Stepped)):
+        if any(has_forward_hooks(m) for m in child.modules()
+               if m is child or isinstance(m, Stepped)):
             return None
     return [(name, child) for name, child in children]  # type: ignore[misc]
 

@@ -178,7 +178,7 @@ def forward(z: Tensor, thresholds: Tensor, kernel: Tensor) -> tuple[Tensor, Tens
     fn = getattr(lib, f"ttfs_forward_{_SUFFIX[(z.dtype, t.dtype)]}")
     args = (z.data_ptr(), thr.data_ptr(), kern.data_ptr(), x.data_ptr(), t.data_ptr())
     run_calls([lambda b=b, e=e: fn(args[0], b, e, args[1], args[2], T, args[3], args[4])
-          for b, e in ranges(z.numel(), lib.ttfs_block_size())])
+               for b, e in ranges(z.numel(), lib.ttfs_block_size())])
     return x, t
 
 
@@ -223,6 +223,6 @@ def backward(grad_x: Tensor, z: Tensor | None, t: Tensor, kernel: Tensor, theta0
             grad_z.data_ptr() if need_z else None, block_sums.data_ptr())
     T = kern.numel() - 1
     run_calls([lambda b=b, e=e: fn(ptrs[0], ptrs[1], ptrs[2], b, e, ptrs[3], T, float(theta0),
-                              int(ste), int(need_z), ptrs[4], ptrs[5])
-          for b, e in ranges(n, block)])
+                                   int(ste), int(need_z), ptrs[4], ptrs[5])
+               for b, e in ranges(n, block)])
     return grad_z, block_sums.sum(0)

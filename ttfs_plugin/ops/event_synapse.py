@@ -131,18 +131,25 @@ class EventOp(NamedTuple):
         return weight.permute(1, 2, 3, 0).contiguous()
 
 
-def _has_hooks(module: nn.Module) -> bool:
+def has_forward_hooks(module: nn.Module) -> bool:
+    """Whether ``module`` itself has a forward hook or pre-hook."""
     return bool(module._forward_hooks or module._forward_pre_hooks
                 or getattr(module, "_forward_hooks_with_kwargs", None))
 
 
+def global_forward_hooks() -> bool:
+    """Whether a global module forward hook or pre-hook is set (it sees every module call)."""
+    return bool(_module_globals._global_forward_hooks
+                or _module_globals._global_forward_pre_hooks)
+
+
 def _weight_part(op: nn.Module) -> nn.Conv2d | nn.Linear | None:
     parts = list(op) if type(op) is nn.Sequential else [op]
-    if _has_hooks(op):
+    if has_forward_hooks(op):
         return None
     weight: nn.Conv2d | nn.Linear | None = None
     for part in parts:
-        if _has_hooks(part):
+        if has_forward_hooks(part):
             return None
         if type(part) is nn.Identity or (type(part) is nn.Dropout and not part.training):
             continue
@@ -166,9 +173,7 @@ def event_op(op: nn.Module, x: Tensor) -> EventOp | None:
     """How the kernel runs ``op`` on ``x``, or ``None`` where ``op(x)`` must run (see the
     module's docstring for when that is)."""
     if (torch.is_grad_enabled() or x.device.type != "cpu" or x.dtype not in _REALS
-            or _cpu_autocast() or _preferred() != "fused"
-            or _module_globals._global_forward_hooks
-            or _module_globals._global_forward_pre_hooks):
+            or _cpu_autocast() or _preferred() != "fused" or global_forward_hooks()):
         return None
     part = _weight_part(op)
     if part is None or part.weight.dtype != x.dtype or part.weight.device.type != "cpu":
