@@ -261,4 +261,6 @@ def test_a_contradiction_inside_one_file_is_an_error(tmp_path, capsys):
     # the same refusal when the command line asks a ReLU twin of a config with TR and TB
     assert main(["train", "--config", "paper/cifar10_sm_sr_tr", "--activation", "relu",
                  "--out", str(tmp_path / "run")]) == 2
-    assert "lambda_tr, sr_target cannot apply" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "lambda_tr, sr_target cannot apply" in err
+    assert "add --lambda-tr 0 --sr-target 0" in err  # the fix (tests/test_run_settings.py)

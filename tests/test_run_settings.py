@@ -110,6 +110,22 @@ def test_relu_refuses_spiking_only_settings(tmp_path, capsys):
     assert "relu has no kernel" in capsys.readouterr().err
 
 
+def test_the_relu_twin_of_a_bundled_config_as_the_docs_run_it(shared_data, tmp_path, capsys):
+    """docs/results.md's twin command: the config's TR and TB refused by name, with the flags
+    that turn them off; with those flags it trains."""
+    common = ["train", "--config", "mnist_cnn", "--data-dir", str(shared_data / "mnist9k"),
+              "--activation", "relu", "--epochs", "1", "--no-precise-bn", "--quiet"]
+    assert main([*common, "--out", str(tmp_path / "refused")]) == 2
+    err = capsys.readouterr().err
+    assert "lambda_tr, lambda_tb cannot apply" in err
+    assert "add --lambda-tr 0 --lambda-tb 0" in err
+    assert not (tmp_path / "refused").exists()
+    out = tmp_path / "twin"
+    assert main([*common, "--lambda-tr", "0", "--lambda-tb", "0", "--out", str(out)]) == 0
+    training = json.loads((out / "metrics.json").read_text())["training"]
+    assert training["lambda_tr"] == 0.0 and training["lambda_tb"] == 0.0
+
+
 # --- the run folder -----------------------------------------------------------------------------
 
 

@@ -145,8 +145,10 @@ def _json_meta(meta: dict) -> dict:
     return {k: (v.to_dict() if isinstance(v, DatasetRef) else v) for k, v in meta.items()}
 
 
-#: Settings that make no sense for a ReLU run (it has no kernel, no spikes).
-SPIKING_ONLY = ("lambda_tr", "lambda_tb", "sr_target", "freeze_input_kernel")
+#: Settings that make no sense for a ReLU run (it has no kernel, no spikes), each with the
+#: flags that turn it off over a config file.
+SPIKING_ONLY = {"lambda_tr": "--lambda-tr 0", "lambda_tb": "--lambda-tb 0",
+                "sr_target": "--sr-target 0", "freeze_input_kernel": "--no-freeze-input-kernel"}
 
 
 def _new_run_setup(settings: dict, out: Path, ctx):
@@ -159,7 +161,8 @@ def _new_run_setup(settings: dict, out: Path, ctx):
         given = [k for k in SPIKING_ONLY if k in args_given(settings) and settings[k]]
         if given:
             raise ConfigError(f"--activation relu has no kernel and no spikes: "
-                              f"{', '.join(given)} cannot apply; drop them")
+                              f"{', '.join(given)} cannot apply; drop them (a config file's "
+                              f"ReLU twin: add {' '.join(SPIKING_ONLY[k] for k in given)})")
         settings = {**settings, "lambda_tr": 0.0, "lambda_tb": 0.0, "sr_target": 0}
     cfg = from_settings(TrainConfig, settings)
     model = from_settings(ModelSettings, settings)
