@@ -1,0 +1,86 @@
+"""Every ``ttfs train`` command in a shell block of README.md and docs/*.md is accepted.
+
+The Python blocks run verbatim (tests/test_doc_snippets.py); the training commands would take
+minutes to hours and need datasets that are not here, so this runs each one up to the point
+where it would load its data: the command line, the config file it names and every check of
+the settings before the data pass, as a reader who pastes it gets them. (A documented ReLU
+twin that the settings checks refused went unnoticed until a run.)
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from pathlib import Path
+
+import pytest
+
+from ttfs_plugin import cli
+from ttfs_plugin.records import DatasetRef
+
+ROOT = Path(__file__).resolve().parents[1]
+PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+FENCE = re.compile(r"^\s*(`{3,}|~{3,})\s*(?P<info>\S*)")
+SHELL = {"", "bash", "sh", "shell", "console"}
+COMMAND = re.compile(r"ttfs train(\s|$)")  # not an error message, ``ttfs train: error: …``
+PLACEHOLDER = re.compile(r"\[|\bNAME\b|\bDIR\b|…")  # a synopsis, not a command
+#: Placeholders a reader fills in, and the value used here.
+FILL_IN = {"S": "0"}  # --seed S
+
+
+def train_commands(page: Path) -> list[tuple[int, str]]:
+    """``(line, command)`` for each ``ttfs train`` command in the page's shell blocks
+    (continuation lines joined, trailing ``# comments`` dropped)."""
+    found, in_shell, fence = [], False, None
+    lines = page.read_text(encoding="utf-8").splitlines()
+    i = 0
+    while i < len(lines):
+        match = FENCE.match(lines[i])
+        if match and fence is None:
+            fence, in_shell = match[1], match["info"].lower() in SHELL
+        elif match and lines[i].strip().startswith(fence):
+            fence = None
+        elif fence is not None and in_shell and COMMAND.match(lines[i].lstrip("$ ")):
+            start, text = i + 1, lines[i].lstrip("$ ")
+            while text.rstrip().endswith("\\") and i + 1 < len(lines):
+                i += 1
+                text = text.rstrip()[:-1] + " " + lines[i].strip()
+            command = re.sub(r"\s+#.*$", "", text).strip()
+            if not PLACEHOLDER.search(command):
+                found.append((start, command))
+        i += 1
+    return found
+
+
+#: ``--resume`` commands continue the run of the command before them: not a settings check.
+COMMANDS = [(page, line, command) for page in PAGES for line, command in train_commands(page)
+            if "--resume" not in command.split()]
+
+
+class DataReached(Exception):
+    """The command got past its settings checks to loading its data."""
+
+
+def test_the_pages_document_training_commands():
+    assert len(COMMANDS) >= 10  # the extraction finds them
+    assert any("--config mnist_cnn" in c and "--activation relu" in c for _, _, c in COMMANDS)
+
+
+@pytest.mark.parametrize("page, line, command", COMMANDS,
+                         ids=[f"{p.relative_to(ROOT)}:{n}" for p, n, _ in COMMANDS])
+def test_a_documented_train_command_is_accepted(page, line, command, tmp_path, monkeypatch,
+                                                capsys):
+    argv = [FILL_IN.get(word, word) for word in shlex.split(command)[2:]]
+    if "--out" in argv:
+        argv[argv.index("--out") + 1] = str(tmp_path / "run")
+    else:
+        argv += ["--out", str(tmp_path / "run")]
+
+    def reached(self, *args, **kwargs):
+        raise DataReached
+
+    monkeypatch.setattr(DatasetRef, "load", reached)
+    with pytest.raises(DataReached):
+        status = cli.main(["train", *argv])
+        pytest.fail(f"{page.name}:{line}: `{command}` stopped with status {status}: "
+                    f"{capsys.readouterr().err.strip()}")
