@@ -202,6 +202,18 @@ def test_tables_follow_load_state_dict_and_parameter_edits(backend):
         edited = adapter.simulate(net, x)
         with reference_path():
             assert_same_result(edited, adapter.simulate(net, x))
+    for m in net.modules():  # through .data, which no version counter sees (p.data.clamp_())
+        if isinstance(m, TemporalKernel):
+            m.tau.data.mul_(0.8)
+            m.td.data.add_(0.05)
+    with torch.no_grad():
+        by_data = adapter.simulate(net, x)
+        looped = adapter.simulate(net, x, native_loop=True)
+        with reference_path():
+            expected = adapter.simulate(net, x)
+    assert_same_result(by_data, expected)
+    assert_same_result(looped, expected)
+    assert not torch.equal(by_data.logits, edited.logits)
     neuron = next(m for m in net.modules() if getattr(m, "layer_index", None) == 2
                   and hasattr(m, "kernel") and not hasattr(m, "source_index"))
     neuron.kernel.theta0 = 0.8  # a plain attribute: part of the key too

@@ -60,9 +60,11 @@ class KernelTables:
     """A kernel's ``kappa`` and threshold tables, kept for as long as its parameters are the
     same (plain Python, no state-dict entry).
 
-    The key: ``tau`` and ``td`` themselves (a new parameter object), their version counters (an
-    in-place edit, ``load_state_dict``), storage, dtype and device (``.to()``), and ``theta0``,
-    ``quantizer``, ``T``. Tables are built under ``no_grad`` (values identical) and the
+    The key: ``tau`` and ``td`` themselves (a new parameter object), their values (any edit:
+    in place, ``load_state_dict``, and also through ``.data``, which a version counter does not
+    see), dtype and device (``.to()``), and ``theta0``, ``quantizer``, ``T``. Reading the values
+    is a few microseconds on the CPU (on a GPU a synchronisation, once per table look-up).
+    Tables are built under ``no_grad`` (values identical) and the
     threshold table is tagged with whether it is non-increasing (what the spike-time fast path
     needs). Kernels whose table methods are overridden are not cached.
     """
@@ -80,11 +82,10 @@ class KernelTables:
         where that is safe."""
         tau, td = kernel.tau, kernel.td
         if (not fast_paths_enabled() or not _plain_kernel(kernel)
-                or (torch.is_grad_enabled() and (tau.requires_grad or td.requires_grad))
-                or tau.is_inference() or td.is_inference()):  # no version counter to watch
+                or (torch.is_grad_enabled() and (tau.requires_grad or td.requires_grad))):
             return getattr(kernel, which)()
-        key = (tau._version, td._version, tau.data_ptr(), td.data_ptr(), tau.dtype, tau.device,
-               kernel.theta0, kernel.quantizer, kernel.T)
+        key = (tau.detach().tolist(), td.detach().tolist(), tau.dtype, tau.device, td.dtype,
+               td.device, kernel.theta0, kernel.quantizer, kernel.T)
         if self.tau is not tau or self.td is not td or self.key != key:
             self.tau, self.td, self.key, self.tables = tau, td, key, {}
         table = self.tables.get(which)
