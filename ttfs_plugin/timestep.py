@@ -142,17 +142,34 @@ class SpikeTimes(NamedTuple):
     """What a fast-path spike tensor carries (as its ``_ttfs_times`` tag): it is ``times == k``.
 
     ``times`` (:func:`ttfs_plugin.ops.spike_time_dtype`: uint8 for ``T < 256``): the local time
-    at which each unit spikes, ``T`` never (again); ``k`` the local time of this step.
+    at which each unit spikes, ``T`` never (again); ``k`` the local time of this step;
+    ``version`` the spike tensor's version counter when tagged.
     """
 
     times: Tensor
     k: int
     T: int
+    version: int
 
 
 def spike_times_of(spikes: Tensor) -> SpikeTimes | None:
-    """The :class:`SpikeTimes` tag of a fast-path spike tensor, else ``None``."""
-    return getattr(spikes, "_ttfs_times", None)
+    """The :class:`SpikeTimes` tag of a fast-path spike tensor, else ``None``; also ``None``
+    once the tensor was written in place (a user's ``spk.mul_(mask)``): it is then no longer
+    ``times == k``, and the next module reads its values."""
+    tag = getattr(spikes, "_ttfs_times", None)
+    return tag if tag is not None and _unwritten(spikes, tag.version) else None
+
+
+def _version(x: Tensor) -> int:
+    """``x``'s version counter (0 while ``torch.compile`` traces, see :func:`_unwritten`)."""
+    return 0 if torch.compiler.is_compiling() else x._version
+
+
+def _unwritten(x: Tensor, version: int) -> bool:
+    """Whether ``x`` is unchanged since its version counter read ``version``. (Not checked
+    while ``torch.compile`` traces: a traced graph has no in-place writes of its own to see,
+    and reading the counter there would add a guard and a recompilation per step.)"""
+    return torch.compiler.is_compiling() or x._version == version
 
 
 def _emit(times: Tensor, k: int, T: int, fired: Tensor, dtype: torch.dtype
@@ -168,7 +185,7 @@ def _emit(times: Tensor, k: int, T: int, fired: Tensor, dtype: torch.dtype
     else:
         now = times == k
         spikes = now.to(dtype)
-    spikes._ttfs_times = SpikeTimes(times, k, T)  # type: ignore[attr-defined]  # a tag
+    spikes._ttfs_times = SpikeTimes(times, k, T, _version(spikes))  # type: ignore[attr-defined]
     return spikes, fired | now
 
 
@@ -242,17 +259,23 @@ def straight_through(spike_grad: SpikeFn | None) -> SpikeFn:
 
 
 def silent_zeros(shape, like: Tensor, cache: Tensor | None = None) -> Tensor:
-    """A zero tensor tagged as silent (reusing ``cache`` when it fits). Never write to it."""
-    if (cache is None or cache.shape != torch.Size(shape) or cache.dtype != like.dtype
-            or cache.device != like.device):
+    """A zero tensor tagged as silent (reusing ``cache`` when it fits and is still silent).
+
+    The tag holds the tensor's version counter: once anyone writes into it in place (a user's
+    ``spk.mul_(mask)``, a hook), it is no longer silent (:func:`is_silent`) and no longer
+    reused, so the write is neither skipped by the next module nor seen in later steps."""
+    if (cache is None or not is_silent(cache) or cache.shape != torch.Size(shape)
+            or cache.dtype != like.dtype or cache.device != like.device):
         cache = like.new_zeros(shape)
-        cache._ttfs_silent = True  # type: ignore[attr-defined]  # a tag in its __dict__
+        cache._ttfs_silent = _version(cache)  # type: ignore[attr-defined]  # a tag
     return cache
 
 
 def is_silent(x: Tensor) -> bool:
-    """True for a tensor made by :func:`silent_zeros` (all zeros, nothing to compute)."""
-    return getattr(x, "_ttfs_silent", False)
+    """True for an unmodified tensor made by :func:`silent_zeros` (all zeros, nothing to
+    compute)."""
+    tag = getattr(x, "_ttfs_silent", None)
+    return tag is not None and _unwritten(x, tag)
 
 
 def windows(step: int | Tensor, T: int) -> tuple[int, int]:
