@@ -19,6 +19,7 @@ snn = pytest.importorskip("snntorch")
 import snntorch.utils  # noqa: E402
 
 from ttfs_plugin import snntorch as tsnn  # noqa: E402
+from ttfs_plugin.timestep import reference_path  # noqa: E402
 
 
 def run_loop(net, x, hook=None, layer="ttfs1"):
@@ -78,3 +79,38 @@ def test_a_write_into_a_silent_output_is_never_handed_out_again():
         assert silent and all(not o.any() for o in silent)
     with torch.no_grad():
         assert_same_result(tsnn.simulate(net, x), reference)
+
+
+@pytest.mark.parametrize("field", ["mem", "fired"])
+def test_a_state_written_in_place_mid_window_is_read_as_the_reference_rules_read_it(field):
+    """A hook that edits a neuron's state in place during its fire window (membrane scaled,
+    or every neuron marked as fired): the spikes after it are the step-by-step rules'."""
+    model, x = build_sim_net("cnn-max", "ceil", torch.float32)
+    net = tsnn.to_snntorch(model)
+    T = model.config.T
+    neuron = net.ttfs1
+    calls = [0]
+
+    def edit(module, inputs):  # before local time 2 of ttfs1's fire window (window 2)
+        calls[0] += 1
+        if calls[0] == 2 * T + 3 and module.state is not None:
+            if field == "mem":
+                module.state.mem.mul_(1.5)
+            else:
+                module.state.fired.fill_(True)
+
+    def run():
+        calls[0] = 0
+        handle = neuron.register_forward_pre_hook(edit)
+        try:
+            return run_loop(net, x)
+        finally:
+            handle.remove()
+
+    fast_logits, fast_seen = run()
+    with reference_path():
+        slow_logits, slow_seen = run()
+    assert torch.equal(fast_logits, slow_logits)
+    assert all(torch.equal(a, b) for a, b in zip(fast_seen, slow_seen))
+    clean_logits, clean_seen = run_loop(net, x)
+    assert not all(torch.equal(a, b) for a, b in zip(fast_seen, clean_seen))  # it mattered

@@ -215,16 +215,19 @@ def fire_times(mem: Tensor, fired: Tensor, thresholds: Tensor, k: int) -> Tensor
 def _fast_fire(mem: Tensor, fired: Tensor, thresholds: Tensor, k: int
                ) -> tuple[Tensor, Tensor]:
     """The fire-window step from spike times (kept on the ``fired`` mask the previous step
-    returned, with what they were computed from; anything else recomputes them)."""
+    returned, with what they were computed from; anything else — another ``mem``, one written
+    in place since, a written ``fired``, other thresholds — recomputes them)."""
     T = thresholds.shape[0]
     tag = getattr(fired, "_ttfs_fire", None)
-    if (tag is not None and tag[0] is mem and tag[3] == k - 1
-            and (tag[1] is thresholds or torch.equal(tag[1], thresholds))):
-        times = tag[2]
+    if (tag is not None and tag[0] is mem and tag[4] == k - 1 and _unwritten(mem, tag[1])
+            and _unwritten(fired, tag[5])
+            and (tag[2] is thresholds or torch.equal(tag[2], thresholds))):
+        times = tag[3]
     else:
         times = fire_times(mem, fired, thresholds, k)
     spikes, fired = _emit(times, k, T, fired, mem.dtype)
-    fired._ttfs_fire = (mem, thresholds, times, k)  # type: ignore[attr-defined]  # a tag
+    fired._ttfs_fire = (mem, _version(mem), thresholds, times, k,  # type: ignore[attr-defined]
+                        _version(fired))
     return spikes, fired
 
 
