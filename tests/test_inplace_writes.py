@@ -81,29 +81,29 @@ def test_a_write_into_a_silent_output_is_never_handed_out_again():
         assert_same_result(tsnn.simulate(net, x), reference)
 
 
-@pytest.mark.parametrize("field", ["mem", "fired"])
-def test_a_state_written_in_place_mid_window_is_read_as_the_reference_rules_read_it(field):
-    """A hook that edits a neuron's state in place during its fire window (membrane scaled,
-    or every neuron marked as fired): the spikes after it are the step-by-step rules'."""
+@pytest.mark.parametrize("layer, field", [("ttfs1", "mem"), ("ttfs1", "fired"),
+                                          ("pool1", "emitted")])
+def test_a_state_written_in_place_mid_window_is_read_as_the_reference_rules_read_it(layer,
+                                                                                  field):
+    """A hook that edits a module's state in place during its fire window (a membrane scaled,
+    every neuron or pooled unit marked as done): what follows is the step-by-step rules'."""
     model, x = build_sim_net("cnn-max", "ceil", torch.float32)
     net = tsnn.to_snntorch(model)
     T = model.config.T
-    neuron = net.ttfs1
+    module = net.get_submodule(layer)
     calls = [0]
 
     def edit(module, inputs):  # before local time 2 of ttfs1's fire window (window 2)
         calls[0] += 1
         if calls[0] == 2 * T + 3 and module.state is not None:
-            if field == "mem":
-                module.state.mem.mul_(1.5)
-            else:
-                module.state.fired.fill_(True)
+            value = getattr(module.state, field)
+            value.mul_(1.5) if field == "mem" else value.fill_(True)
 
     def run():
         calls[0] = 0
-        handle = neuron.register_forward_pre_hook(edit)
+        handle = module.register_forward_pre_hook(edit)
         try:
-            return run_loop(net, x)
+            return run_loop(net, x, layer=layer)
         finally:
             handle.remove()
 
@@ -112,5 +112,5 @@ def test_a_state_written_in_place_mid_window_is_read_as_the_reference_rules_read
         slow_logits, slow_seen = run()
     assert torch.equal(fast_logits, slow_logits)
     assert all(torch.equal(a, b) for a, b in zip(fast_seen, slow_seen))
-    clean_logits, clean_seen = run_loop(net, x)
+    clean_logits, clean_seen = run_loop(net, x, layer=layer)
     assert not all(torch.equal(a, b) for a, b in zip(fast_seen, clean_seen))  # it mattered

@@ -481,14 +481,17 @@ def pooled_times(times: Tensor, emitted: Tensor | None, k: int, T: int, kernel_s
 
 def _fast_pool(tag: SpikeTimes, spikes: Tensor, emitted: Tensor, kernel_size: int
                ) -> tuple[Tensor, Tensor]:
-    """The pool's step from pooled spike times (kept on the ``emitted`` mask it returned)."""
+    """The pool's step from pooled spike times (kept on the ``emitted`` mask it returned, while
+    that mask is not written in place)."""
     kept = getattr(emitted, "_ttfs_pool", None)
-    if kept is not None and kept[0] is tag.times and kept[2] == tag.k - 1:
+    if (kept is not None and kept[0] is tag.times and kept[2] == tag.k - 1
+            and _unwritten(emitted, kept[3])):
         times = kept[1]
     else:
         times = pooled_times(tag.times, emitted, tag.k, tag.T, kernel_size)
     out, emitted = _emit(times, tag.k, tag.T, emitted, spikes.dtype)
-    emitted._ttfs_pool = (tag.times, times, tag.k)  # type: ignore[attr-defined]  # a tag
+    emitted._ttfs_pool = (tag.times, times, tag.k,  # type: ignore[attr-defined]  # a tag
+                          _version(emitted))
     return out, emitted
 
 
