@@ -212,22 +212,44 @@ def fire_times(mem: Tensor, fired: Tensor, thresholds: Tensor, k: int) -> Tensor
     return t.masked_fill_(fired, T)
 
 
+class _FireTag(NamedTuple):
+    """What the ``fired`` mask of a fire-window step keeps (as its ``_ttfs_fire`` tag): the
+    spike times and what they were computed from, with the version counters to see writes."""
+
+    mem: Tensor
+    mem_version: int
+    thresholds: Tensor
+    times: Tensor
+    k: int
+    fired_version: int
+
+
+class _PoolTag(NamedTuple):
+    """What a first-spike pool's ``emitted`` mask keeps (as its ``_ttfs_pool`` tag): the
+    pooled spike times, the input times they came from, the step, the mask's version."""
+
+    source: Tensor
+    times: Tensor
+    k: int
+    version: int
+
+
 def _fast_fire(mem: Tensor, fired: Tensor, thresholds: Tensor, k: int
                ) -> tuple[Tensor, Tensor]:
     """The fire-window step from spike times (kept on the ``fired`` mask the previous step
     returned, with what they were computed from; anything else — another ``mem``, one written
     in place since, a written ``fired``, other thresholds — recomputes them)."""
     T = thresholds.shape[0]
-    tag = getattr(fired, "_ttfs_fire", None)
-    if (tag is not None and tag[0] is mem and tag[4] == k - 1 and _unwritten(mem, tag[1])
-            and _unwritten(fired, tag[5])
-            and (tag[2] is thresholds or torch.equal(tag[2], thresholds))):
-        times = tag[3]
+    tag: _FireTag | None = getattr(fired, "_ttfs_fire", None)
+    if (tag is not None and tag.mem is mem and tag.k == k - 1
+            and _unwritten(mem, tag.mem_version) and _unwritten(fired, tag.fired_version)
+            and (tag.thresholds is thresholds or torch.equal(tag.thresholds, thresholds))):
+        times = tag.times
     else:
         times = fire_times(mem, fired, thresholds, k)
     spikes, fired = _emit(times, k, T, fired, mem.dtype)
-    fired._ttfs_fire = (mem, _version(mem), thresholds, times, k,  # type: ignore[attr-defined]
-                        _version(fired))
+    fired._ttfs_fire = _FireTag(mem, _version(mem), thresholds,  # type: ignore[attr-defined]
+                                times, k, _version(fired))
     return spikes, fired
 
 
@@ -483,15 +505,15 @@ def _fast_pool(tag: SpikeTimes, spikes: Tensor, emitted: Tensor, kernel_size: in
                ) -> tuple[Tensor, Tensor]:
     """The pool's step from pooled spike times (kept on the ``emitted`` mask it returned, while
     that mask is not written in place)."""
-    kept = getattr(emitted, "_ttfs_pool", None)
-    if (kept is not None and kept[0] is tag.times and kept[2] == tag.k - 1
-            and _unwritten(emitted, kept[3])):
-        times = kept[1]
+    kept: _PoolTag | None = getattr(emitted, "_ttfs_pool", None)
+    if (kept is not None and kept.source is tag.times and kept.k == tag.k - 1
+            and _unwritten(emitted, kept.version)):
+        times = kept.times
     else:
         times = pooled_times(tag.times, emitted, tag.k, tag.T, kernel_size)
     out, emitted = _emit(times, tag.k, tag.T, emitted, spikes.dtype)
-    emitted._ttfs_pool = (tag.times, times, tag.k,  # type: ignore[attr-defined]  # a tag
-                          _version(emitted))
+    emitted._ttfs_pool = _PoolTag(tag.times, times, tag.k,  # type: ignore[attr-defined]
+                                  _version(emitted))
     return out, emitted
 
 
