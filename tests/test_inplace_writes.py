@@ -22,7 +22,7 @@ from ttfs_plugin import snntorch as tsnn  # noqa: E402
 from ttfs_plugin.timestep import reference_path  # noqa: E402
 
 
-def run_loop(net, x, hook=None, layer="ttfs1"):
+def run_loop(net, x, hook=None, layer="ttfs1", mode=torch.no_grad):
     """A snnTorch user's loop (``snntorch.utils.reset``, then ``net(x_t)`` per step), with
     ``hook`` on ``layer``; returns the logits and what the next layer read from ``layer`` at
     every step (recorded after ``hook``)."""
@@ -31,7 +31,7 @@ def run_loop(net, x, hook=None, layer="ttfs1"):
     handles.append(module.register_forward_hook(lambda m, i, o: seen.append(o.clone())))
     snntorch.utils.reset(net)
     try:
-        with torch.no_grad():
+        with mode():
             for s in range(tsnn.num_steps(net)):
                 out = net(x if s == 0 else torch.zeros_like(x))
     finally:
@@ -40,17 +40,22 @@ def run_loop(net, x, hook=None, layer="ttfs1"):
     return out, seen
 
 
+MODES = {"no_grad": torch.no_grad, "inference_mode": torch.inference_mode}
+
+
+@pytest.mark.parametrize("mode", list(MODES))
 @pytest.mark.parametrize("batched", [False, True])
-def test_a_mask_written_in_place_acts_as_the_same_mask_out_of_place(batched):
+def test_a_mask_written_in_place_acts_as_the_same_mask_out_of_place(batched, mode):
     """Masking a layer's spikes (its fire window, where they carry their times, with a pool
     after it) in place gives what the same mask given out of place gives."""
     model, x = build_sim_net("cnn-max", "ceil", torch.float32)
     net = tsnn.to_snntorch(model, window_batched=batched)
     mask = (torch.rand(x.shape[0], 4, 28, 28, generator=torch.Generator().manual_seed(3))
             > 0.5).float()
-    clean, _ = run_loop(net, x)
-    in_place, seen_in = run_loop(net, x, lambda m, i, o: o.mul_(mask))
-    out_of_place, seen_out = run_loop(net, x, lambda m, i, o: o * mask)
+    mode = MODES[mode]  # inference mode: the outputs handed out still count their writes
+    clean, _ = run_loop(net, x, mode=mode)
+    in_place, seen_in = run_loop(net, x, lambda m, i, o: o.mul_(mask), mode=mode)
+    out_of_place, seen_out = run_loop(net, x, lambda m, i, o: o * mask, mode=mode)
     assert torch.equal(in_place, out_of_place)
     assert all(torch.equal(a, b) for a, b in zip(seen_in, seen_out))
     assert not torch.equal(in_place, clean)  # the mask mattered
@@ -114,3 +119,19 @@ def test_a_state_written_in_place_mid_window_is_read_as_the_reference_rules_read
     assert all(torch.equal(a, b) for a, b in zip(fast_seen, slow_seen))
     clean_logits, clean_seen = run_loop(net, x, layer=layer)
     assert not all(torch.equal(a, b) for a, b in zip(fast_seen, clean_seen))  # it mattered
+
+
+@pytest.mark.parametrize("native", [False, True])
+@pytest.mark.parametrize("backend", ["snntorch", "norse"])
+def test_inference_mode_simulates_as_no_grad(backend, native):
+    from ttfs_plugin import norse as tnorse
+
+    adapter, convert = {"snntorch": (tsnn, tsnn.to_snntorch),
+                        "norse": (tnorse, tnorse.to_norse)}[backend]
+    model, x = build_sim_net("cnn-max", "ceil", torch.float32)
+    net = convert(model)
+    with torch.no_grad():
+        expected = adapter.simulate(net, x, native_loop=native)
+    with torch.inference_mode():
+        result = adapter.simulate(net, x, native_loop=native)
+    assert_same_result(result, expected)

@@ -34,7 +34,7 @@ looking at the values), so a simulation costs about one weight op per time step 
 
 from __future__ import annotations
 
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import Callable, Iterator, NamedTuple
 
 import torch
@@ -149,7 +149,7 @@ class SpikeTimes(NamedTuple):
     times: Tensor
     k: int
     T: int
-    version: int
+    version: int | None
 
 
 def spike_times_of(spikes: Tensor) -> SpikeTimes | None:
@@ -160,16 +160,27 @@ def spike_times_of(spikes: Tensor) -> SpikeTimes | None:
     return tag if tag is not None and _unwritten(spikes, tag.version) else None
 
 
-def _version(x: Tensor) -> int:
-    """``x``'s version counter (0 while ``torch.compile`` traces, see :func:`_unwritten`)."""
-    return 0 if torch.compiler.is_compiling() else x._version
+def _version(x: Tensor) -> int | None:
+    """``x``'s version counter (0 while ``torch.compile`` traces, see :func:`_unwritten`;
+    ``None`` for an inference tensor, which has none)."""
+    if torch.compiler.is_compiling():
+        return 0
+    return None if x.is_inference() else x._version
 
 
-def _unwritten(x: Tensor, version: int) -> bool:
+def _unwritten(x: Tensor, version: int | None) -> bool:
     """Whether ``x`` is unchanged since its version counter read ``version``. (Not checked
     while ``torch.compile`` traces: a traced graph has no in-place writes of its own to see,
-    and reading the counter there would add a guard and a recompilation per step.)"""
-    return torch.compiler.is_compiling() or x._version == version
+    and reading the counter there would add a guard and a recompilation per step. Not
+    checkable for an inference tensor: the tensors handed out, see :func:`_countable`, are
+    never those.)"""
+    return torch.compiler.is_compiling() or version is None or x._version == version
+
+
+def _countable():
+    """A context in which new tensors get a version counter: under ``torch.inference_mode``
+    they would not, and a write into an output handed to the user could not be seen."""
+    return torch.inference_mode(False) if torch.is_inference_mode_enabled() else nullcontext()
 
 
 def _emit(times: Tensor, k: int, T: int, fired: Tensor, dtype: torch.dtype
@@ -179,14 +190,16 @@ def _emit(times: Tensor, k: int, T: int, fired: Tensor, dtype: torch.dtype
     into bytes, viewed as bool: comparisons that write bool, and bool-to-float copies, are
     several times slower on the CPU. Not under ``torch.compile``: inductor's C++ code for a
     byte-to-bool view does not compile in torch 2.14, and it fuses the plain ops anyway.)"""
-    if times.dtype == torch.uint8 and not torch.compiler.is_compiling():
-        hit = torch.eq(times, k, out=torch.empty_like(times))
-        spikes, now = hit.to(dtype), hit.view(torch.bool)
-    else:
-        now = times == k
-        spikes = now.to(dtype)
+    with _countable():
+        if times.dtype == torch.uint8 and not torch.compiler.is_compiling():
+            hit = torch.eq(times, k, out=torch.empty_like(times))
+            spikes, now = hit.to(dtype), hit.view(torch.bool)
+        else:
+            now = times == k
+            spikes = now.to(dtype)
+        fired = fired | now
     spikes._ttfs_times = SpikeTimes(times, k, T, _version(spikes))  # type: ignore[attr-defined]
-    return spikes, fired | now
+    return spikes, fired
 
 
 def non_increasing(thresholds: Tensor) -> bool:
@@ -217,11 +230,11 @@ class _FireTag(NamedTuple):
     spike times and what they were computed from, with the version counters to see writes."""
 
     mem: Tensor
-    mem_version: int
+    mem_version: int | None
     thresholds: Tensor
     times: Tensor
     k: int
-    fired_version: int
+    fired_version: int | None
 
 
 class _PoolTag(NamedTuple):
@@ -231,7 +244,7 @@ class _PoolTag(NamedTuple):
     source: Tensor
     times: Tensor
     k: int
-    version: int
+    version: int | None
 
 
 def _fast_fire(mem: Tensor, fired: Tensor, thresholds: Tensor, k: int
@@ -291,7 +304,8 @@ def silent_zeros(shape, like: Tensor, cache: Tensor | None = None) -> Tensor:
     reused, so the write is neither skipped by the next module nor seen in later steps."""
     if (cache is None or not is_silent(cache) or cache.shape != torch.Size(shape)
             or cache.dtype != like.dtype or cache.device != like.device):
-        cache = like.new_zeros(shape)
+        with _countable():
+            cache = like.new_zeros(shape)
         cache._ttfs_silent = _version(cache)  # type: ignore[attr-defined]  # a tag
     return cache
 
