@@ -135,3 +135,30 @@ def test_inference_mode_simulates_as_no_grad(backend, native):
     with torch.inference_mode():
         result = adapter.simulate(net, x, native_loop=native)
     assert_same_result(result, expected)
+
+
+@pytest.mark.parametrize("index, field", [(2, "mem"), (2, "fired"), (3, "emitted")])
+def test_a_norse_state_written_in_place_between_steps_is_read_as_written(index, field):
+    """Norse's own loop, ``out, state = net(x_t, state)``, with a state edited in place in the
+    middle of the first hidden layer's fire window: the step-by-step rules' results."""
+    from ttfs_plugin import norse as tnorse
+
+    model, x = build_sim_net("cnn-max", "ceil", torch.float32)
+    net = tnorse.to_norse(model)
+    T = model.config.T
+
+    def run():
+        state, outs = None, []
+        with torch.no_grad():
+            for s in range(tnorse.num_steps(net)):
+                out, state = net(x if s == 0 else torch.zeros_like(x), state)
+                outs.append(out.clone())
+                if s == 2 * T + 2:  # local time 2 of ttfs1's (module 2) fire window
+                    value = getattr(state[index], field)
+                    value.mul_(1.5) if field == "mem" else value.fill_(True)
+        return outs
+
+    fast = run()
+    with reference_path():
+        slow = run()
+    assert all(torch.equal(a, b) for a, b in zip(fast, slow))
