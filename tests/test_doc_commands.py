@@ -17,13 +17,11 @@ import shutil
 from pathlib import Path
 
 import pytest
+from test_doc_snippets import FENCE, PAGES, ROOT  # the pages and the fences the snippets use
 
 from ttfs_plugin import cli
 from ttfs_plugin.records import DatasetRef
 
-ROOT = Path(__file__).resolve().parents[1]
-PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
-FENCE = re.compile(r"^\s*(`{3,}|~{3,})\s*(?P<info>\S*)")
 SHELL = {"", "bash", "sh", "shell", "console"}
 TRAIN = re.compile(r"ttfs train(\s|$)")  # not an error message, ``ttfs train: error: …``
 ON_DIGITS = re.compile(r"ttfs (evaluate|export|plot) runs/(demo|digits)\b")
@@ -41,7 +39,8 @@ def shell_commands(page: Path, command: re.Pattern) -> list[tuple[int, str]]:
     while i < len(lines):
         match = FENCE.match(lines[i])
         if match and fence is None:
-            fence, in_shell = match[1], match["info"].lower() in SHELL
+            words = match["info"].strip().split()
+            fence, in_shell = match["fence"], (words[0].lower() if words else "") in SHELL
         elif match and lines[i].strip().startswith(fence):
             fence = None
         elif fence is not None and in_shell and command.match(lines[i].lstrip("$ ")):

@@ -60,20 +60,18 @@ class KernelTables:
     """A kernel's ``kappa`` and threshold tables, kept for as long as its parameters are the
     same (plain Python, no state-dict entry).
 
-    The key: ``tau`` and ``td`` themselves (a new parameter object), their values (any edit:
-    in place, ``load_state_dict``, and also through ``.data``, which a version counter does not
-    see), dtype and device (``.to()``), and ``theta0``, ``quantizer``, ``T``. Reading the values
-    is a few microseconds on the CPU (on a GPU a synchronisation, once per table look-up).
-    Tables are built under ``no_grad`` (values identical) and the
-    threshold table is tagged with whether it is non-increasing (what the spike-time fast path
-    needs). Kernels whose table methods are overridden are not cached.
+    The key: the values of ``tau`` and ``td`` (any edit: in place, ``load_state_dict``, a new
+    parameter, and also through ``.data``, which a version counter does not see), their dtype
+    and device (``.to()``), and ``theta0``, ``quantizer``, ``T``: all the tables depend on.
+    Reading the values is a few microseconds on the CPU (on a GPU a synchronisation, once per
+    table look-up). Tables are built under ``no_grad`` (values identical) and the threshold
+    table is tagged with whether it is non-increasing (what the spike-time fast path needs).
+    Kernels whose table methods are overridden are not cached.
     """
 
-    __slots__ = ("tau", "td", "key", "tables")
+    __slots__ = ("key", "tables")
 
     def __init__(self) -> None:
-        self.tau: Tensor | None = None
-        self.td: Tensor | None = None
         self.key: tuple = ()
         self.tables: dict[str, Tensor] = {}
 
@@ -86,8 +84,8 @@ class KernelTables:
             return getattr(kernel, which)()
         key = (tau.detach().tolist(), td.detach().tolist(), tau.dtype, tau.device, td.dtype,
                td.device, kernel.theta0, kernel.quantizer, kernel.T)
-        if self.tau is not tau or self.td is not td or self.key != key:
-            self.tau, self.td, self.key, self.tables = tau, td, key, {}
+        if self.key != key:
+            self.key, self.tables = key, {}
         table = self.tables.get(which)
         if table is None:
             with torch.no_grad():
